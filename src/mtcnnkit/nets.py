@@ -1,0 +1,145 @@
+"""The three MTCNN nets and a name -> constructor registry.
+
+Every net returns raw outputs, never probabilities, so training can use them directly:
+``(cls_logits (N, 2, ...), box_offsets (N, 4, ...)[, landmarks (N, 10)])``. Landmarks are
+five x coordinates then five y coordinates, as fractions of the input crop.
+
+Register a new variant with ``@register("name", stage)``; the cascade and the weights files
+only know names, so lighter or larger nets plug in without touching them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+Stage = Literal["pnet", "rnet", "onet"]
+STAGES: tuple[Stage, ...] = ("pnet", "rnet", "onet")
+INPUT_SIZE: dict[Stage, int] = {"pnet": 12, "rnet": 24, "onet": 48}
+
+_REGISTRY: dict[str, tuple[Stage, Callable[[], nn.Module]]] = {}  # name -> (stage, factory)
+
+
+Factory = Callable[[], nn.Module]
+
+
+def register(name: str, stage: Stage) -> Callable[[Factory], Factory]:
+    """Class or factory decorator adding an architecture to the registry."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+
+    def add(factory: Factory) -> Factory:
+        if name in _REGISTRY:
+            raise ValueError(f"architecture {name!r} is already registered")
+        _REGISTRY[name] = (stage, factory)
+        return factory
+
+    return add
+
+
+def available(stage: Stage | None = None) -> list[str]:
+    """Registered architecture names, optionally only those of one stage."""
+    return sorted(n for n, (s, _) in _REGISTRY.items() if stage is None or s == stage)
+
+
+def stage_of(name: str) -> Stage:
+    return _lookup(name)[0]
+
+
+def create(name: str) -> nn.Module:
+    """A freshly initialised net of the named architecture."""
+    return _lookup(name)[1]()
+
+
+def _lookup(name: str) -> tuple[Stage, Callable[[], nn.Module]]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown architecture {name!r}; registered: {available()}") from None
+
+
+def _conv_prelu(cin: int, cout: int, k: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, k), nn.PReLU(cout)]
+
+
+@register("pnet", "pnet")
+class PNet(nn.Module):
+    """Proposal net: fully convolutional, one 12x12 window per output cell (stride 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            *_conv_prelu(3, 10, 3),
+            nn.MaxPool2d(2, 2, ceil_mode=True),
+            *_conv_prelu(10, 16, 3),
+            *_conv_prelu(16, 32, 3),
+        )
+        self.cls = nn.Conv2d(32, 2, 1)
+        self.box = nn.Conv2d(32, 4, 1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.body(x)
+        return self.cls(x), self.box(x)
+
+
+@register("rnet", "rnet")
+class RNet(nn.Module):
+    """Refinement net on 24x24 crops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            *_conv_prelu(3, 28, 3),
+            nn.MaxPool2d(3, 2, ceil_mode=True),
+            *_conv_prelu(28, 48, 3),
+            nn.MaxPool2d(3, 2, ceil_mode=True),
+            *_conv_prelu(48, 64, 2),
+            nn.Flatten(),
+            nn.Linear(576, 128),
+            nn.PReLU(128),
+        )
+        self.cls = nn.Linear(128, 2)
+        self.box = nn.Linear(128, 4)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.body(x)
+        return self.cls(x), self.box(x)
+
+
+@register("onet", "onet")
+class ONet(nn.Module):
+    """Output net on 48x48 crops, with 5-point landmarks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            *_conv_prelu(3, 32, 3),
+            nn.MaxPool2d(3, 2, ceil_mode=True),
+            *_conv_prelu(32, 64, 3),
+            nn.MaxPool2d(3, 2, ceil_mode=True),
+            *_conv_prelu(64, 64, 3),
+            nn.MaxPool2d(2, 2, ceil_mode=True),
+            *_conv_prelu(64, 128, 2),
+            nn.Flatten(),
+            nn.Linear(1152, 256),
+            nn.PReLU(256),
+        )
+        self.cls = nn.Linear(256, 2)
+        self.box = nn.Linear(256, 4)
+        self.landmarks = nn.Linear(256, 10)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x = self.body(x)
+        return self.cls(x), self.box(x), self.landmarks(x)
+
+
+def face_probability(cls_logits: Tensor) -> Tensor:
+    """Probability of the face class from ``(N, 2, ...)`` logits."""
+    return torch.softmax(cls_logits, dim=1)[:, 1]
+
+
+def parameter_count(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

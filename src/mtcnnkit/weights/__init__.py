@@ -1,0 +1,183 @@
+"""Loading cascade weights: the project's own (bundled), the reference ones, or a path.
+
+Formats understood:
+
+* an mtcnnkit weights file (``.pt``): ``{"format": "mtcnnkit-weights", "version": 1,
+  "nets": {stage: {"arch": name, "state_dict": ...}}, "meta": {...}}``;
+* a directory with ``pnet.pt``, ``rnet.pt``, ``onet.pt``, each either an mtcnnkit per-net
+  file (``{"arch": name, "state_dict": ...}``) or a facenet-pytorch state dict (the
+  original MTCNN weights, converted on load).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .. import nets
+from ..reference import HOW_TO_GET, find_reference_dir
+
+BUNDLED_DIR = Path(__file__).parent
+BUNDLED_FILE = BUNDLED_DIR / "mtcnnkit.pt"
+FORMAT = "mtcnnkit-weights"
+
+
+@dataclass
+class CascadeNets:
+    """The three nets of a cascade, in eval mode, plus where they came from."""
+
+    pnet: nn.Module
+    rnet: nn.Module
+    onet: nn.Module
+    source: str
+    meta: dict = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> CascadeNets:
+        for net in (self.pnet, self.rnet, self.onet):
+            net.to(device)
+        return self
+
+    def stage(self, name: nets.Stage) -> nn.Module:
+        return getattr(self, name)
+
+
+def load_weights(weights: str | os.PathLike = "default", device: str | torch.device = "cpu"
+                 ) -> CascadeNets:
+    """Load a cascade: ``"default"`` (bundled), ``"reference"`` (original MTCNN, for
+    comparison only), or a path to an mtcnnkit file / a directory of per-net files."""
+    spec = os.fspath(weights)
+    if spec == "default":
+        if not BUNDLED_FILE.is_file():
+            raise FileNotFoundError(
+                "mtcnnkit's own trained weights are not bundled in this version yet; use "
+                "weights='reference' (the original MTCNN weights). " + HOW_TO_GET)
+        loaded = _load_file(BUNDLED_FILE)
+    elif spec == "reference":
+        directory = find_reference_dir()
+        if directory is None:
+            raise FileNotFoundError(HOW_TO_GET)
+        loaded = _load_directory(directory)
+    else:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            loaded = _load_directory(path)
+        elif path.is_file():
+            loaded = _load_file(path)
+        else:
+            raise FileNotFoundError(
+                f"weights {spec!r}: no such file or directory (expected 'default', "
+                "'reference', an mtcnnkit .pt file or a directory with pnet.pt/rnet.pt/onet.pt)")
+    for net in (loaded.pnet, loaded.rnet, loaded.onet):
+        net.eval().requires_grad_(False)
+    return loaded.to(device)
+
+
+def save_weights(cascade: CascadeNets | dict[str, nn.Module], path: str | os.PathLike,
+                 archs: dict[str, str] | None = None, meta: dict | None = None) -> Path:
+    """Write an mtcnnkit weights file atomically. ``archs`` maps stage -> registry name
+    (default: the stage name, i.e. the original architectures)."""
+    modules = ({s: cascade.stage(s) for s in nets.STAGES} if isinstance(cascade, CascadeNets)
+               else cascade)
+    archs = archs or {}
+    payload = {
+        "format": FORMAT,
+        "version": 1,
+        "nets": {s: {"arch": archs.get(s, s), "state_dict": m.state_dict()}
+                 for s, m in modules.items()},
+        "meta": meta or {},
+    }
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".part")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def _read(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file, pickle that is not plain data, ...
+        raise ValueError(f"{path}: not a readable weights file ({e})") from e
+
+
+def _build(stage: nets.Stage, arch: str, state_dict: dict[str, Tensor], origin: Path) -> nn.Module:
+    if nets.stage_of(arch) != stage:
+        raise ValueError(f"{origin}: architecture {arch!r} is a {nets.stage_of(arch)}, "
+                         f"not a {stage}")
+    net = nets.create(arch)
+    try:
+        net.load_state_dict(state_dict)
+    except RuntimeError as e:
+        raise ValueError(f"{origin}: weights do not fit architecture {arch!r}: {e}") from e
+    return net
+
+
+def _load_file(path: Path) -> CascadeNets:
+    payload = _read(path)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: not an mtcnnkit weights file (missing format={FORMAT!r})")
+    built = {}
+    for stage in nets.STAGES:
+        entry = payload["nets"].get(stage)
+        if entry is None:
+            raise ValueError(f"{path}: no {stage} in weights file")
+        built[stage] = _build(stage, entry["arch"], entry["state_dict"], path)
+    return CascadeNets(**built, source=str(path), meta=payload.get("meta", {}))
+
+
+def _load_directory(directory: Path) -> CascadeNets:
+    built = {}
+    for stage in nets.STAGES:
+        path = directory / f"{stage}.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{directory}: missing {stage}.pt")
+        payload = _read(path)
+        if isinstance(payload, dict) and "arch" in payload and "state_dict" in payload:
+            built[stage] = _build(stage, payload["arch"], payload["state_dict"], path)
+        else:
+            built[stage] = _build(stage, stage, from_reference_layout(stage, payload), path)
+    return CascadeNets(**built, source=str(directory))
+
+
+# facenet-pytorch key prefix -> ours, per stage
+_REFERENCE_KEYS: dict[str, dict[str, str]] = {
+    "pnet": {"conv1": "body.0", "prelu1": "body.1", "conv2": "body.3", "prelu2": "body.4",
+             "conv3": "body.5", "prelu3": "body.6", "conv4_1": "cls", "conv4_2": "box"},
+    "rnet": {"conv1": "body.0", "prelu1": "body.1", "conv2": "body.3", "prelu2": "body.4",
+             "conv3": "body.6", "prelu3": "body.7", "dense4": "body.9", "prelu4": "body.10",
+             "dense5_1": "cls", "dense5_2": "box"},
+    "onet": {"conv1": "body.0", "prelu1": "body.1", "conv2": "body.3", "prelu2": "body.4",
+             "conv3": "body.6", "prelu3": "body.7", "conv4": "body.9", "prelu4": "body.10",
+             "dense5": "body.12", "prelu5": "body.13", "dense6_1": "cls", "dense6_2": "box",
+             "dense6_3": "landmarks"},
+}
+# first dense layer after the convolutions: (layer, channels, height, width) of its input
+_REFERENCE_FLATTEN = {"rnet": ("dense4", 64, 3, 3), "onet": ("dense5", 128, 3, 3)}
+
+
+def from_reference_layout(stage: nets.Stage, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Convert a facenet-pytorch (original Caffe MTCNN) state dict to our nets.
+
+    The original nets flatten feature maps in (width, height, channel) order, a legacy of
+    Caffe's transposed images; ours flatten in PyTorch's (channel, height, width) order, so
+    the first dense layer's input columns are permuted once here.
+    """
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{stage}: expected a state dict, got {type(state_dict).__name__}")
+    mapping = _REFERENCE_KEYS[stage]
+    out = {}
+    for key, value in state_dict.items():
+        prefix, _, leaf = key.rpartition(".")
+        if prefix not in mapping:
+            raise ValueError(f"{stage}: unexpected key {key!r} in reference weights")
+        out[f"{mapping[prefix]}.{leaf}"] = value
+    if stage in _REFERENCE_FLATTEN:
+        layer, c, h, w = _REFERENCE_FLATTEN[stage]
+        key = f"{mapping[layer]}.weight"
+        weight = out[key]
+        out[key] = weight.view(-1, w, h, c).permute(0, 3, 2, 1).reshape(weight.shape[0], -1)
+    return out
