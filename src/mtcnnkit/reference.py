@@ -6,11 +6,13 @@ read as data. facenet-pytorch itself is never imported by the package.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import types
 import zipfile
 from importlib.util import find_spec
 from pathlib import Path
@@ -82,7 +84,8 @@ def extract_wheel(wheel: Path, dest: Path) -> Path:
     """Unpack a wheel into ``dest`` (once) and return ``dest``."""
     marker = dest / ".complete"
     if not marker.exists():
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent if dest.parent.exists() else None))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent))
         with zipfile.ZipFile(wheel) as zf:
             zf.extractall(tmp)
         shutil.rmtree(dest, ignore_errors=True)
@@ -105,3 +108,20 @@ def fetch_reference_weights(dest: Path | None = None) -> Path:
             tmp.write_bytes(zf.read(f"facenet_pytorch/data/{name}"))
             tmp.replace(dest / name)
     return dest
+
+
+def load_reference_implementation(wheel_dir: Path | None = None) -> types.ModuleType:
+    """facenet-pytorch 2.6.0's ``mtcnn`` module, for comparisons in tests and benchmarks.
+
+    Downloads and unpacks the wheel (cached), then imports only ``facenet_pytorch.models.mtcnn``
+    (its package ``__init__`` needs ``requests``; it is bypassed). Never used by the
+    detector itself. Raises ``RuntimeError`` when the wheel cannot be downloaded.
+    """
+    wheel = download_reference_wheel(wheel_dir)
+    root = extract_wheel(wheel, cache_dir() / "facenet_pytorch-2.6.0")
+    for name, sub in (("facenet_pytorch", ""), ("facenet_pytorch.models", "models")):
+        if name not in sys.modules:
+            package = types.ModuleType(name)
+            package.__path__ = [str(root / "facenet_pytorch" / sub)]
+            sys.modules[name] = package
+    return importlib.import_module("facenet_pytorch.models.mtcnn")
