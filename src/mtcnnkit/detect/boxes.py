@@ -60,7 +60,9 @@ def nms(
     """Greedy non-maximum suppression, independently within each group id.
 
     A box is dropped when its overlap with a kept, higher-scoring box of the same group is
-    greater than ``threshold``. Returns kept indices ordered by decreasing score.
+    greater than ``threshold`` (overlaps are float32, so an overlap meant to equal the
+    threshold may fall either side of it, as in the reference implementation). Returns kept
+    indices ordered by decreasing score.
     """
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)

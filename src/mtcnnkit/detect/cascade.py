@@ -19,7 +19,7 @@ from torch import Tensor
 from ..nets import face_probability
 from . import boxes as B
 from .pyramid import level_size, pyramid_scales
-from .sampling import IntegralImages, sample_regions
+from .sampling import IntegralImages, sample_levels, sample_regions
 
 PNET_STRIDE, PNET_CELL = 2, 12
 
@@ -35,7 +35,8 @@ class CascadeConfig:
     nms_across_scales: float = 0.7
     nms_rnet: float = 0.7
     nms_onet: float = 0.7  # "min" overlap
-    crop_batch: int = 1024  # RNet/ONet crops per net call (bounds memory)
+    crop_batch: int = 2048  # RNet/ONet crops resampled at a time (bounds memory)
+    net_batch: int = 64  # crops per RNet/ONet call; small batches stay in CPU cache
     pnet_tile_pixels: int = 4_000_000  # pyramid level pixels per PNet call (bounds memory)
 
     def __post_init__(self) -> None:
@@ -45,8 +46,8 @@ class CascadeConfig:
             raise ValueError(f"min_face_size must be positive, got {self.min_face_size}")
         if not 0.0 < self.scale_factor < 1.0:
             raise ValueError(f"scale_factor must be in (0, 1), got {self.scale_factor}")
-        if self.crop_batch < 1 or self.pnet_tile_pixels < 1:
-            raise ValueError("crop_batch and pnet_tile_pixels must be positive")
+        if min(self.crop_batch, self.net_batch, self.pnet_tile_pixels) < 1:
+            raise ValueError("crop_batch, net_batch and pnet_tile_pixels must be positive")
 
 
 @dataclass
@@ -98,16 +99,14 @@ def run_cascade(
     t = times.add("integral", t, device)
     cands = _propose(pnet, integral, images, config, times)
     times.counts["pnet_candidates"] += len(cands.scores)
-    t = time.perf_counter()
     if len(cands.scores):
-        cands = _refine(rnet, integral, cands, config)
-    t = times.add("rnet", t, device)
+        cands = _refine(rnet, integral, cands, config, times)
     times.counts["rnet_survivors"] += len(cands.scores)
     if len(cands.scores):
-        cands, landmarks = _output(onet, integral, cands, config)
+        cands, landmarks = _output(onet, integral, cands, config, times)
     else:
         landmarks = cands.boxes.new_zeros(0, 5, 2)
-    times.add("onet", t, device)
+    times.counts["faces"] += len(cands.scores)
     return [
         Detections(cands.boxes[m], cands.scores[m], landmarks[m])
         for m in (cands.image == i for i in range(len(images)))
@@ -126,12 +125,11 @@ def _propose(pnet: Net, integral: IntegralImages, images: list[Tensor], config: 
     group = 0  # one NMS group per (image, scale)
     for (h, w), members in by_size.items():
         image_index = torch.tensor(members, device=device)
-        whole = torch.tensor([[0, 0, w, h]], device=device).expand(len(members), 4)
         for scale in pyramid_scales(h, w, config.min_face_size, config.scale_factor):
             lh, lw = level_size(h, w, scale)
             for rows, row0 in _tiles(lh, lw * len(members), config.pnet_tile_pixels):
                 t = time.perf_counter()
-                level = sample_regions(integral, image_index, whole, lh, lw, rows)
+                level = sample_levels(integral, members, lh, lw, rows)
                 t = times.add("pyramid", t, device)
                 logits, offsets = pnet(level)
                 t = times.add("pnet", t, device)
@@ -181,36 +179,44 @@ def _pnet_boxes(prob: Tensor, offsets: Tensor, scale: float, threshold: float, r
     return torch.cat([top_left, bottom_right], dim=1), scores, offs, b
 
 
-def _crops(net: Net, integral: IntegralImages, cands: _Candidates, size: int, batch: int
+def _crops(net: Net, integral: IntegralImages, cands: _Candidates, size: int,
+           config: CascadeConfig, times: StageTimes, stage: str
            ) -> tuple[_Candidates, tuple[Tensor, ...]]:
     """Cut every candidate's region, resize to ``size``, and run ``net`` in chunks."""
+    t = time.perf_counter()
     regions, valid = B.crop_regions(
         cands.boxes, integral.widths[cands.image], integral.heights[cands.image])
     if not bool(valid.all()):
         cands, regions = cands.select(valid), regions[valid]
     outputs = []
-    for start in range(0, len(regions), batch):
-        part = slice(start, start + batch)
+    for start in range(0, len(regions), config.crop_batch):
+        part = slice(start, start + config.crop_batch)
         crops = sample_regions(integral, cands.image[part], regions[part], size, size)
-        outputs.append(net(crops))
+        t = times.add(f"{stage}_crops", t, integral.device)
+        outputs += [net(crops[i:i + config.net_batch])
+                    for i in range(0, len(crops), config.net_batch)]
+        t = times.add(stage, t, integral.device)
     return cands, tuple(torch.cat(o) for o in zip(*outputs, strict=True))
 
 
-def _refine(rnet: Net, integral: IntegralImages, cands: _Candidates, config: CascadeConfig
-            ) -> _Candidates:
-    cands, (logits, offsets) = _crops(rnet, integral, cands, 24, config.crop_batch)
+def _refine(rnet: Net, integral: IntegralImages, cands: _Candidates, config: CascadeConfig,
+            times: StageTimes) -> _Candidates:
+    cands, (logits, offsets) = _crops(rnet, integral, cands, 24, config, times, "rnet")
+    t = time.perf_counter()
     prob = face_probability(logits)
     passed = prob > config.thresholds[1]
     cands = _Candidates(cands.boxes[passed], prob[passed], cands.image[passed])
     keep = B.nms(cands.boxes, cands.scores, cands.image, config.nms_rnet)
     cands = cands.select(keep)
     boxes = B.square(B.calibrate(cands.boxes, offsets[passed][keep], plus_one=True))
+    times.add("rnet_post", t, integral.device)
     return _Candidates(boxes, cands.scores, cands.image)
 
 
-def _output(onet: Net, integral: IntegralImages, cands: _Candidates, config: CascadeConfig
-            ) -> tuple[_Candidates, Tensor]:
-    cands, (logits, offsets, points) = _crops(onet, integral, cands, 48, config.crop_batch)
+def _output(onet: Net, integral: IntegralImages, cands: _Candidates, config: CascadeConfig,
+            times: StageTimes) -> tuple[_Candidates, Tensor]:
+    cands, (logits, offsets, points) = _crops(onet, integral, cands, 48, config, times, "onet")
+    t = time.perf_counter()
     prob = face_probability(logits)
     passed = prob > config.thresholds[2]
     boxes, points, offsets = cands.boxes[passed], points[passed], offsets[passed]
@@ -222,4 +228,5 @@ def _output(onet: Net, integral: IntegralImages, cands: _Candidates, config: Cas
                         cands.image[passed])
     keep = B.nms(cands.boxes, cands.scores, cands.image, config.nms_onet, mode="min",
                  plus_one=True)
+    times.add("onet_post", t, integral.device)
     return cands.select(keep), landmarks[keep]

@@ -14,10 +14,12 @@ from PIL import Image
 from ..imageio import load_image
 from ..weights import CascadeNets, load_weights
 from .cascade import CascadeConfig, Detections, StageTimes, run_cascade
+from .cpu_runtime import for_cpu
 from .face import Face
 
 ImageInput = str | os.PathLike | np.ndarray | Image.Image
 BACKENDS = ("torch",)
+MAX_BATCH_PIXELS = 40_000_000  # pixels of all images in one cascade call
 
 
 class Detector:
@@ -33,7 +35,8 @@ class Detector:
 
     ``max_side`` downsizes larger images before detection (results are mapped back);
     ``num_threads`` sets torch's CPU threads during calls (restored afterwards);
-    ``batch_size`` is how many images go through the cascade together.
+    ``batch_size`` is how many images go through the cascade together (fewer when their
+    pixels exceed ``MAX_BATCH_PIXELS``, which bounds memory on big photos).
     """
 
     def __init__(
@@ -56,23 +59,22 @@ class Detector:
             raise ValueError(f"num_threads must be positive, got {num_threads}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except RuntimeError as e:
+            raise ValueError(f"invalid device {device!r}: expected 'cpu', 'cuda' or 'cuda:N'"
+                             ) from e
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' requested but CUDA is not available")
         self.config = CascadeConfig(min_face_size=float(min_face_size),
                                     thresholds=tuple(float(t) for t in thresholds),
                                     scale_factor=float(scale_factor))
         nets = weights if isinstance(weights, CascadeNets) else load_weights(weights)
-        self.nets = nets.to(self.device)
-        self._channels_last()
+        self.nets = _for_device(nets, self.device)
         self.backend = backend
         self.max_side = max_side
         self.num_threads = num_threads
         self.batch_size = batch_size
-
-    def _channels_last(self) -> None:
-        for net in (self.nets.pnet, self.nets.rnet, self.nets.onet):
-            net.to(memory_format=torch.channels_last)
 
     def detect(self, images: ImageInput | Sequence[ImageInput]) -> list[Face] | list[list[Face]]:
         """Faces in one image (a list of `Face`) or in each of several (a list of lists)."""
@@ -90,19 +92,26 @@ class Detector:
         """Like `detect`, but per image a `Detections` of CPU tensors (boxes, scores,
         landmarks) — cheaper for evaluation and export code."""
         out: list[Detections] = []
+        batch: list[tuple[np.ndarray, float]] = []
         with self._threads(), torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
-                arrays = [load_image(im) for im in images[start:start + self.batch_size]]
-                out += self._detect_arrays(arrays, times)
+            for image in images:
+                arr, factor = self._shrink(load_image(image))
+                pixels = sum(a.shape[0] * a.shape[1] for a, _ in batch)
+                if batch and (len(batch) == self.batch_size
+                              or pixels + arr.shape[0] * arr.shape[1] > MAX_BATCH_PIXELS):
+                    out += self._detect_arrays(batch, times)
+                    batch = []
+                batch.append((arr, factor))
+            if batch:
+                out += self._detect_arrays(batch, times)
         return out
 
-    def _detect_arrays(self, arrays: list[np.ndarray], times: StageTimes | None
+    def _detect_arrays(self, batch: list[tuple[np.ndarray, float]], times: StageTimes | None
                        ) -> list[Detections]:
-        tensors, factors = [], []
-        for arr in arrays:
-            arr, factor = self._shrink(arr)
-            tensors.append(torch.from_numpy(arr).to(self.device))
-            factors.append(factor)
+        # torch wants writable memory; the cascade only reads, so copy read-only arrays only
+        tensors = [torch.from_numpy(arr if arr.flags.writeable else arr.copy()).to(self.device)
+                   for arr, _ in batch]
+        factors = [factor for _, factor in batch]
         found = run_cascade(self.nets.pnet, self.nets.rnet, self.nets.onet, tensors,
                             self.config, times)
         return [_scaled(det, factor) for det, factor in zip(found, factors, strict=True)]
@@ -126,6 +135,16 @@ class Detector:
             yield
         finally:
             torch.set_num_threads(before)
+
+
+def _for_device(nets: CascadeNets, device: torch.device) -> CascadeNets:
+    """The nets laid out for fast inference on ``device`` (same weights and outputs)."""
+    if device.type == "cpu":
+        return CascadeNets(for_cpu(nets.pnet), for_cpu(nets.rnet), for_cpu(nets.onet),
+                           nets.source, nets.meta)
+    for net in (nets.pnet, nets.rnet, nets.onet):
+        net.to(device=device, memory_format=torch.channels_last)
+    return nets
 
 
 def _scaled(det: Detections, factor: float) -> Detections:
