@@ -1,0 +1,447 @@
+"""The ``mtcnnkit`` command line: argument parsing and output only.
+
+Detection itself is `Detector`'s job; this module finds the images, feeds them to it in
+batches, and writes JSON, annotated images and face crops.
+
+Exit status: 0 when every image was read and processed, 1 when some failed (their JSON
+entries carry ``"error"``), 2 on usage errors (bad option values, no image found, weights
+that cannot be loaded).
+"""
+
+import contextlib
+import glob
+import json
+import os
+import re
+import tempfile
+import time
+from collections import Counter
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from PIL import Image
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from . import __version__
+from .detect.align import crop_faces
+from .detect.detector import BACKENDS, Detector
+from .detect.draw import annotate
+from .detect.face import Face
+from .imageio import IMAGE_SUFFIXES, load_image
+from .reference import WEIGHT_FILES, cache_dir, fetch_reference_weights
+
+app = typer.Typer(
+    name="mtcnnkit",
+    help="MTCNN face detection: find faces and their 5 landmarks in images.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+TABLE_MAX_ROWS = 20  # above this many images, a summary line replaces the table
+
+
+class CropMode(str, Enum):
+    align = "align"
+    margin = "margin"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mtcnnkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="Show mtcnnkit's version and exit.")] = False,
+) -> None:
+    """MTCNN face detection: find faces and their 5 landmarks in images."""
+
+
+# ---------------------------------------------------------------- option checks
+
+
+def _thresholds(value: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(p) for p in value.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or not all(0.0 <= p <= 1.0 for p in parts):
+        raise typer.BadParameter(
+            f"expected three comma-separated scores in [0, 1] (PNet,RNet,ONet), "
+            f"e.g. 0.6,0.7,0.7; got {value!r}")
+    return parts  # type: ignore[return-value]
+
+
+def _positive(value: float) -> float:
+    if not value > 0:
+        raise typer.BadParameter(f"must be greater than 0, got {value:g}")
+    return value
+
+
+def _scale_factor(value: float) -> float:
+    if not 0 < value < 1:
+        raise typer.BadParameter(f"must lie strictly between 0 and 1, got {value:g}")
+    return value
+
+
+def _device(value: str) -> str:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+        raise typer.BadParameter(f"expected 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+    return value
+
+
+def _check_writable(folder: Path | None, option: str) -> None:
+    """Create ``folder`` now, so that an unusable output path stops the run before it starts."""
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise typer.BadParameter(f"cannot create {folder}: {e.strerror or e}",
+                                 param_hint=f"'{option}'") from None
+    if not os.access(folder, os.W_OK):
+        raise typer.BadParameter(f"{folder} is not writable", param_hint=f"'{option}'")
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"Error: {message}", err=True)
+    return typer.Exit(code)
+
+
+# ---------------------------------------------------------------- finding images
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if _is_image(p))
+
+
+def collect_images(specs: list[str]) -> list[Path]:
+    """Files as given, folders searched recursively and glob patterns expanded (both keep
+    only files with an image suffix, sorted); duplicates dropped, order kept."""
+    found: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found += _images_in(path)
+        elif path.exists():
+            found.append(path)
+        elif glob.has_magic(spec):
+            for match in map(Path, sorted(glob.glob(spec, recursive=True))):
+                if match.is_dir():
+                    found += _images_in(match)
+                elif _is_image(match):
+                    found.append(match)
+        else:
+            raise typer.BadParameter(f"no such file or folder: {spec}", param_hint="PATH")
+    unique = {os.path.abspath(p): p for p in reversed(found)}  # first occurrence wins
+    images = list(reversed(unique.values()))
+    if not images:
+        raise typer.BadParameter(
+            "no image found (looked for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")",
+            param_hint="PATH")
+    return images
+
+
+def common_root(images: list[Path]) -> Path:
+    """The deepest folder holding all ``images``."""
+    return Path(os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in images]))
+
+
+def output_stems(images: list[Path]) -> list[Path]:
+    """Per image, its path relative to the inputs' common folder, without suffix (so
+    same-named files from different folders do not collide; ``a.jpg`` and ``a.png`` in one
+    folder become ``a_jpg`` and ``a_png``)."""
+    root = common_root(images)
+    absolute = [Path(os.path.abspath(p)) for p in images]
+    stems = [a.relative_to(root).with_suffix("") for a in absolute]
+    clashes = Counter(stems)
+    return [s.with_name(f"{s.name}_{a.suffix.lstrip('.')}") if clashes[s] > 1 else s
+            for s, a in zip(stems, absolute, strict=True)]
+
+
+# ---------------------------------------------------------------- outputs
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        elapsed = task.finished_time if task.finished else task.elapsed
+        speed = task.completed / elapsed if task.completed and elapsed else None
+        return Text(f"{speed:.1f} images/s" if speed else "- images/s",
+                    style="progress.data.speed")
+
+
+def _progress(console: Console, quiet: bool) -> Progress:
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), _RateColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console, disable=quiet)
+
+
+def _save_image(array: np.ndarray, path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(path, **({"quality": 92} if path.suffix == ".jpg" else {}))
+    except OSError as e:
+        raise _fail(f"cannot write {path}: {e}", 1) from None
+
+
+def write_json_atomic(data: object, path: Path) -> None:
+    """Write ``data`` as JSON to a temporary file beside ``path``, then rename it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is too strict for a result file
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _detect_batch(detector: Detector, arrays: list[np.ndarray], names: list[str]
+                  ) -> list[list[Face] | str]:
+    """Faces per array. If the batch fails, each image is retried alone and one that still
+    fails gets the error message instead of faces, so the run goes on."""
+    try:
+        return detector.detect(arrays)
+    except Exception:  # retried and reported per image below
+        pass
+    out: list[list[Face] | str] = []
+    for array, name in zip(arrays, names, strict=True):
+        try:
+            out.append(detector.detect(array))
+        except Exception as e:
+            out.append(f"{name}: detection failed ({type(e).__name__}: {e})")
+    return out
+
+
+def _detect_chunk(detector: Detector, paths: list[Path]
+                  ) -> list[tuple[np.ndarray | None, list[Face] | str]]:
+    """Per path ``(image, faces)``, or ``(None, message)`` when it could not be read or
+    processed."""
+    out: list = [None] * len(paths)
+    arrays: dict[int, np.ndarray] = {}
+    for i, path in enumerate(paths):
+        try:
+            arrays[i] = load_image(path)
+        except ValueError as e:
+            out[i] = (None, str(e))
+    if arrays:
+        found = _detect_batch(detector, list(arrays.values()), [str(paths[i]) for i in arrays])
+        for (i, array), faces in zip(arrays.items(), found, strict=True):
+            out[i] = (None, faces) if isinstance(faces, str) else (array, faces)
+    return out
+
+
+def _shown(image: str, root: Path) -> str:
+    return os.path.relpath(os.path.abspath(image), root)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _summary_table(records: list[dict], root: Path) -> Table:
+    where = min(os.path.relpath(root), str(root), key=len)
+    table = Table(box=None, header_style="bold", title=f"in {where}", title_justify="left",
+                  title_style="")
+    table.add_column("image", overflow="fold")
+    table.add_column("size")
+    table.add_column("faces", justify="right")
+    table.add_column("best score", overflow="fold")
+    for rec in records:
+        if "error" in rec:
+            table.add_row(_shown(rec["image"], root), "", Text("error", style="red"),
+                          Text(rec["error"], style="red"))
+        else:
+            best = max((f["score"] for f in rec["faces"]), default=None)
+            table.add_row(_shown(rec["image"], root), f"{rec['width']}x{rec['height']}",
+                          str(len(rec["faces"])), "-" if best is None else f"{best:.3f}")
+    return table
+
+
+# ---------------------------------------------------------------- commands
+
+
+@app.command()
+def detect(
+    paths: Annotated[list[str], typer.Argument(
+        metavar="PATH", show_default=False,
+        help="Image files, folders (searched recursively for image files) or glob patterns "
+             "such as 'photos/**/*.jpg' (quote them; ** matches any depth).")],
+    weights: Annotated[str, typer.Option(
+        help="Cascade weights: 'default' (mtcnnkit's own), 'reference' (the original MTCNN "
+             "weights, for comparison; see `mtcnnkit fetch-reference`), or a path to an "
+             "mtcnnkit .pt file or a folder with pnet.pt/rnet.pt/onet.pt.")] = "default",
+    min_face: Annotated[float, typer.Option(
+        callback=_positive, help="Smallest face to look for, in pixels.")] = 20.0,
+    thresholds: Annotated[str, typer.Option(
+        callback=_thresholds, metavar="P,R,O",
+        help="Score thresholds of the PNet, RNet and ONet stages.")] = "0.6,0.7,0.7",
+    scale_factor: Annotated[float, typer.Option(
+        callback=_scale_factor,
+        help="Image pyramid step between scales (0 < f < 1; larger is slower and finds "
+             "more).")] = 0.709,
+    device: Annotated[str, typer.Option(
+        callback=_device, help="Where to run the nets: cpu, cuda or cuda:N.")] = "cpu",
+    backend: Annotated[str, typer.Option(
+        help=f"Inference backend (available: {', '.join(BACKENDS)}).")] = "torch",
+    threads: Annotated[int | None, typer.Option(
+        min=1, show_default=False,
+        help="CPU threads for the nets (default: torch's choice).")] = None,
+    max_side: Annotated[int | None, typer.Option(
+        min=12, show_default=False,
+        help="Downsize larger images to this longest side before detection (results stay in "
+             "original pixels; default: no downsizing).")] = None,
+    batch_size: Annotated[int, typer.Option(
+        min=1, help="Images loaded and sent through the cascade together.")] = 16,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", metavar="FILE", show_default=False,
+        help="Write all results to this JSON file (written at the end, atomically); "
+             "'-' writes to stdout.")] = None,
+    save_dir: Annotated[Path | None, typer.Option(
+        metavar="DIR", show_default=False,
+        help="Write annotated copies (boxes, scores, landmarks) as DIR/<name>.jpg, mirroring "
+             "the input folders.")] = None,
+    crops: Annotated[Path | None, typer.Option(
+        metavar="DIR", show_default=False,
+        help="Write one image per face as DIR/<name>_<k>.png (k = index in the JSON "
+             "faces list).")] = None,
+    crop_mode: Annotated[CropMode, typer.Option(
+        help="'align': warp the 5 landmarks onto the ArcFace template; 'margin': the box "
+             "plus --margin, resized (facenet-pytorch style).")] = CropMode.align,
+    crop_size: Annotated[int | None, typer.Option(
+        min=1, show_default=False,
+        help="Side of the square crops (default: 112 for align, 160 for margin).")] = None,
+    margin: Annotated[float, typer.Option(
+        min=0, help="Margin around the box in crop pixels (--crop-mode margin only).")] = 0.0,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No progress bar or notes on stderr (errors are still shown).")
+    ] = False,
+) -> None:
+    """Detect faces in images; print a summary, write JSON, annotated images or crops."""
+    size = crop_size if crop_size is not None else (112 if crop_mode is CropMode.align else 160)
+    if crop_mode is CropMode.margin and margin >= size:
+        raise typer.BadParameter(f"must be smaller than the crop size ({size})",
+                                 param_hint="'--margin'")
+    images = collect_images(paths)
+    to_stdout = json_out is not None and str(json_out) == "-"
+    _check_writable(None if to_stdout or json_out is None else json_out.parent, "--json")
+    if json_out is not None and json_out.is_dir():
+        raise typer.BadParameter(f"{json_out} is a folder; give a file name", param_hint="'--json'")
+    _check_writable(save_dir, "--save-dir")
+    _check_writable(crops, "--crops")
+    try:
+        detector = Detector(weights=weights, device=device, min_face_size=min_face,
+                            thresholds=thresholds, scale_factor=scale_factor, backend=backend,
+                            max_side=max_side, num_threads=threads, batch_size=batch_size)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        hint = ("\nOn the command line: --weights reference, or --weights PATH."
+                if weights == "default" and isinstance(e, FileNotFoundError) else "")
+        raise _fail(f"{e}{hint}", 2) from None
+
+    stems = output_stems(images) if (save_dir or crops) else [None] * len(images)
+    err = Console(stderr=True)
+    records: list[dict] = []
+    started = time.perf_counter()
+    with _progress(err, quiet) as progress:
+        task = progress.add_task("detecting", total=len(images))
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size]
+            for path, stem, (array, result) in zip(
+                    batch, stems[start:start + batch_size], _detect_chunk(detector, batch),
+                    strict=True):
+                if array is None:
+                    records.append({"image": str(path), "error": result})
+                    progress.console.print(Text.assemble(("error: ", "red"), result),
+                                           soft_wrap=True)
+                    continue
+                h, w = array.shape[:2]
+                records.append({"image": str(path), "width": w, "height": h,
+                                "faces": [f.to_dict() for f in result]})
+                if save_dir:
+                    _save_image(annotate(array, result), save_dir / stem.with_suffix(".jpg"))
+                if crops:
+                    chips = crop_faces(array, result, mode=crop_mode.value, size=size,
+                                       margin=margin)
+                    for k, chip in enumerate(chips):
+                        _save_image(chip, crops / stem.with_name(f"{stem.name}_{k}.png"))
+            progress.advance(task, len(batch))
+    elapsed = time.perf_counter() - started
+
+    failed = sum("error" in r for r in records)
+    n_faces = sum(len(r.get("faces", ())) for r in records)
+    summary = (f"{_count(len(records), 'image')}, {_count(n_faces, 'face')}, {failed} failed "
+               f"in {elapsed:.1f} s ({len(records) / max(elapsed, 1e-9):.1f} images/s)")
+    if json_out is None:
+        out = Console(highlight=False)
+        if len(records) <= TABLE_MAX_ROWS:
+            out.print(_summary_table(records, common_root(images)))
+        out.print(summary)
+    else:
+        if to_stdout:
+            typer.echo(json.dumps(records, indent=2))
+        else:
+            write_json_atomic(records, json_out)
+        if not quiet:
+            err.print(summary + ("" if to_stdout else f"; results in {json_out}"),
+                      highlight=False, markup=False, soft_wrap=True)
+    if not quiet and save_dir:
+        err.print(f"annotated images in {save_dir}", highlight=False, markup=False)
+    if not quiet and crops:
+        err.print(f"face crops in {crops}", highlight=False, markup=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("fetch-reference")
+def fetch_reference(
+    directory: Annotated[Path | None, typer.Option(
+        "--dir", metavar="DIR", show_default=False,
+        help="Where to put pnet.pt, rnet.pt and onet.pt "
+             "(default: ~/.cache/mtcnnkit/reference, or $MTCNNKIT_CACHE/reference).")] = None,
+) -> None:
+    """Download the original MTCNN weights, for comparisons (`--weights reference`).
+
+    They come from the MIT-licensed facenet-pytorch 2.6.0 wheel on PyPI; only its three
+    weight files are kept. They are not mtcnnkit's own weights.
+    """
+    try:
+        where = fetch_reference_weights(directory)
+    except (RuntimeError, OSError) as e:
+        raise _fail(f"could not fetch the reference weights: {e}", 1) from None
+    typer.echo(f"Reference weights in {where}: {', '.join(WEIGHT_FILES)}")
+    typer.echo("These are the original MTCNN weights (Zhang et al., 2016), the MIT-licensed "
+               "copy shipped by facenet-pytorch, for comparison only.")
+    default = Path(os.path.abspath(cache_dir() / "reference"))
+    if Path(os.path.abspath(where)) == default:
+        typer.echo("Use them with: mtcnnkit detect --weights reference ...")
+    else:
+        typer.echo(f"Use them with: mtcnnkit detect --weights {where} ... "
+                   f"(or set MTCNNKIT_REFERENCE_DIR={where} for --weights reference)")
