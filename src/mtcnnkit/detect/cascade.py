@@ -36,7 +36,8 @@ class CascadeConfig:
     nms_rnet: float = 0.7
     nms_onet: float = 0.7  # "min" overlap
     crop_batch: int = 2048  # RNet/ONet crops resampled at a time (bounds memory)
-    net_batch: int = 64  # crops per RNet/ONet call; small batches stay in CPU cache
+    rnet_batch: int = 64  # crops per RNet call (CPU: small batches stay in cache)
+    onet_batch: int = 16  # crops per ONet call
     pnet_tile_pixels: int = 4_000_000  # pyramid level pixels per PNet call (bounds memory)
 
     def __post_init__(self) -> None:
@@ -46,8 +47,9 @@ class CascadeConfig:
             raise ValueError(f"min_face_size must be positive, got {self.min_face_size}")
         if not 0.0 < self.scale_factor < 1.0:
             raise ValueError(f"scale_factor must be in (0, 1), got {self.scale_factor}")
-        if min(self.crop_batch, self.net_batch, self.pnet_tile_pixels) < 1:
-            raise ValueError("crop_batch, net_batch and pnet_tile_pixels must be positive")
+        if min(self.crop_batch, self.rnet_batch, self.onet_batch, self.pnet_tile_pixels) < 1:
+            raise ValueError("crop_batch, rnet_batch, onet_batch and pnet_tile_pixels must be "
+                             "positive")
 
 
 @dataclass
@@ -193,8 +195,8 @@ def _crops(net: Net, integral: IntegralImages, cands: _Candidates, size: int,
         part = slice(start, start + config.crop_batch)
         crops = sample_regions(integral, cands.image[part], regions[part], size, size)
         t = times.add(f"{stage}_crops", t, integral.device)
-        outputs += [net(crops[i:i + config.net_batch])
-                    for i in range(0, len(crops), config.net_batch)]
+        step = config.rnet_batch if stage == "rnet" else config.onet_batch
+        outputs += [net(crops[i:i + step]) for i in range(0, len(crops), step)]
         t = times.add(stage, t, integral.device)
     return cands, tuple(torch.cat(o) for o in zip(*outputs, strict=True))
 

@@ -14,12 +14,13 @@ from PIL import Image
 from ..imageio import load_image
 from ..weights import CascadeNets, load_weights
 from .cascade import CascadeConfig, Detections, StageTimes, run_cascade
-from .cpu_runtime import for_cpu
+from .cpu_runtime import for_cpu, preferred_batch
 from .face import Face
 
 ImageInput = str | os.PathLike | np.ndarray | Image.Image
 BACKENDS = ("torch",)
 MAX_BATCH_PIXELS = 40_000_000  # pixels of all images in one cascade call
+GPU_CROP_BATCH = 2048  # RNet/ONet crops per call on a GPU
 
 
 class Detector:
@@ -66,11 +67,16 @@ class Detector:
                              ) from e
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' requested but CUDA is not available")
-        self.config = CascadeConfig(min_face_size=float(min_face_size),
-                                    thresholds=tuple(float(t) for t in thresholds),
-                                    scale_factor=float(scale_factor))
         nets = weights if isinstance(weights, CascadeNets) else load_weights(weights)
         self.nets = _for_device(nets, self.device)
+        on_cpu = self.device.type == "cpu"
+        self.config = CascadeConfig(
+            min_face_size=float(min_face_size),
+            thresholds=tuple(float(t) for t in thresholds),
+            scale_factor=float(scale_factor),
+            rnet_batch=preferred_batch(self.nets.rnet, 24) if on_cpu else GPU_CROP_BATCH,
+            onet_batch=preferred_batch(self.nets.onet, 48) if on_cpu else GPU_CROP_BATCH,
+        )
         self.backend = backend
         self.max_side = max_side
         self.num_threads = num_threads

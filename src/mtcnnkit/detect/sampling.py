@@ -82,8 +82,8 @@ def bin_edges(start: Tensor, length: Tensor, bins: int) -> tuple[Tensor, Tensor]
 
 def _normalise(sums: Tensor, counts: Tensor) -> Tensor:
     """Means from exact integer sums, MTCNN-normalised, as NCHW views of NHWC memory."""
-    mean = sums.to(torch.float32) / counts.to(torch.float32)
-    return ((mean - MEAN) * STD_INV).permute(0, 3, 1, 2)
+    values = sums.to(torch.float32).div_(counts.to(torch.float32))
+    return values.sub_(MEAN).mul_(STD_INV).permute(0, 3, 1, 2)
 
 
 def sample_regions(integral: IntegralImages, image_index: Tensor, regions: Tensor,
