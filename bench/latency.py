@@ -65,6 +65,7 @@ import torch
 from PIL import Image
 
 from mtcnnkit import Detector
+from mtcnnkit.detect.boxes import iou as box_iou
 from mtcnnkit.detect.cascade import StageTimes
 from mtcnnkit.imageio import load_image
 from mtcnnkit.reference import (
@@ -141,21 +142,11 @@ def check_same_weights(ours_dir: Path, facenet_module: types.ModuleType) -> str:
 # --------------------------------------------------------------------------- agreement
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = a[:, None, :], b[None, :, :]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    return inter / np.maximum(area_a + area_b - inter, 1e-9)
-
-
 def match_faces(facenet_boxes: np.ndarray, our_boxes: np.ndarray) -> list[float]:
     """Greedy one-to-one matching by IoU; the IoU of each facenet box's match (0 if none)."""
     if len(facenet_boxes) == 0 or len(our_boxes) == 0:
         return [0.0] * len(facenet_boxes)
-    iou = iou_matrix(facenet_boxes, our_boxes)
+    iou = box_iou(torch.as_tensor(facenet_boxes), torch.as_tensor(our_boxes)).numpy()
     matched = [0.0] * len(facenet_boxes)
     used_f, used_o = set(), set()
     for flat in np.argsort(-iou, axis=None):

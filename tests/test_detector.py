@@ -171,7 +171,7 @@ def test_memory_bounding_settings_do_not_change_results(
     images = [dlib_faces[4], photo(dlib_faces, TWO_FACES)]
     detector = Detector(weights=reference_weights_dir)
     detector.config = dataclasses.replace(detector.config, pnet_tile_pixels=20_000,
-                                          crop_batch=5)
+                                          crop_batch=5, rnet_batch=3, onet_batch=2)
     for a, b in zip(detector.detect(images), reference_detector.detect(images), strict=True):
         assert_same_faces(a, b)
 
