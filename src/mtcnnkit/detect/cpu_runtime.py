@@ -1,18 +1,15 @@
 """Faster CPU execution of the nets' layer stacks, with identical results.
 
-Two measured facts about PyTorch's CPU kernels drive this (1 thread, see docs/BENCHMARKS.md):
+Two measured facts about PyTorch's CPU kernels drive this (`bench/nets.py`, 1 thread):
 
-* oneDNN's channels-last convolutions and PReLU vectorise over channels: with fewer than
-  16 channels (PNet's first layer, on the largest pyramid level) NCHW is several times
-  faster; with more, channels-last is.
-* Layer activations must stay in cache: ONet on 64 crops per call is ~1.6x slower than on
-  16 (its first activation alone is 17 MB at 64). `preferred_batch` sizes the RNet/ONet
-  calls so that the largest activation stays within ``ACTIVATION_BUDGET`` floats.
-* 1x1 convolutions (PNet's heads) take torch's slow non-oneDNN path; on channels-last maps
-  they are one matrix product over pixels.
+* oneDNN's channels-last convolutions and PReLU vectorise over channels: for PNet's
+  10-channel first layer on big pyramid levels NCHW is faster, for everything else
+  channels-last is (whole PNet 1.06-1.08x faster than all-channels-last, 1.4-1.5x than
+  all-NCHW).
 * ``max_pool2d`` (ceil mode) computes and writes an index tensor even in inference; on maps
-  that fit in cache, a separable max over strided views is 2-4x faster and returns exactly
-  the same values (max is exact, whatever the order).
+  of at least 22x22 that fit in cache, a separable max over strided views is 1.1-3.6x faster
+  and returns exactly the same values (max is exact, whatever the order); on smaller maps
+  the native kernel wins.
 
 `for_cpu` rewrites a net's ``body`` (an ``nn.Sequential``) accordingly; the net's weights
 and outputs are unchanged, so training and export keep using the plain modules.
@@ -28,28 +25,14 @@ from torch import Tensor, nn
 
 THIN_CHANNELS = 16  # layers with fewer output channels run in NCHW
 SEPARABLE_POOL_MAX_ELEMENTS = 2_000_000  # beyond this, the pass-per-offset pool loses
-ACTIVATION_BUDGET = 900_000  # floats (~3.6 MB): largest activation of one RNet/ONet call
+SEPARABLE_POOL_MIN_PIXELS = 22 * 22  # below this map size the native pool is faster
 
 
 def for_cpu(net: nn.Module) -> nn.Module:
     """A copy of ``net`` whose ``body`` runs with the faster CPU layouts and pooling."""
     fast = copy.deepcopy(net)
     fast.body = _CpuSequential(fast.body)
-    for name, child in list(fast.named_children()):
-        if isinstance(child, nn.Conv2d) and child.kernel_size == (1, 1) and _plain_conv(child):
-            setattr(fast, name, _PointwiseConv(child))
     return fast
-
-
-def preferred_batch(net: nn.Module, input_size: int) -> int:
-    """Crops per call that keep ``net``'s largest activation within ``ACTIVATION_BUDGET``."""
-    largest = 1
-    with torch.inference_mode():
-        x = torch.zeros(1, 3, input_size, input_size)
-        for layer in net.body:
-            x = layer(x)
-            largest = max(largest, x.numel())
-    return max(1, ACTIVATION_BUDGET // largest)
 
 
 def _out_len(size: int, kernel: int, stride: int) -> int:
@@ -75,22 +58,6 @@ def max_pool_separable(x: Tensor, kernel: int, stride: int) -> Tensor:
     return out.permute(0, 3, 1, 2)
 
 
-class _PointwiseConv(nn.Module):
-    """A 1x1 convolution as a matrix product over the pixels of a channels-last map."""
-
-    def __init__(self, conv: nn.Conv2d) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(conv.weight.detach()[:, :, 0, 0].t().contiguous(),
-                                   requires_grad=False)
-        self.bias = nn.Parameter(conv.bias.detach().clone() if conv.bias is not None
-                                 else torch.zeros(conv.out_channels), requires_grad=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        pixels = x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
-        return torch.addmm(self.bias, pixels.reshape(-1, pixels.shape[-1]), self.weight
-                           ).view(*pixels.shape[:3], -1).permute(0, 3, 1, 2)
-
-
 class _CpuSequential(nn.Module):
     def __init__(self, body: nn.Sequential) -> None:
         super().__init__()
@@ -109,7 +76,8 @@ class _CpuSequential(nn.Module):
                 x = x.contiguous(memory_format=torch.contiguous_format if thin
                                  else torch.channels_last)
             if isinstance(layer, nn.MaxPool2d) and layer.ceil_mode and _plain(layer):
-                if x.numel() <= SEPARABLE_POOL_MAX_ELEMENTS:
+                if (x.numel() <= SEPARABLE_POOL_MAX_ELEMENTS
+                        and x.shape[2] * x.shape[3] >= SEPARABLE_POOL_MIN_PIXELS):
                     x = max_pool_separable(x, _int(layer.kernel_size), _int(layer.stride))
                 else:
                     x = F.max_pool2d(x, layer.kernel_size, layer.stride, ceil_mode=True)
@@ -128,11 +96,6 @@ def _channels(layer: nn.Module) -> int | None:
 
 def _int(value: int | tuple[int, ...]) -> int:
     return value if isinstance(value, int) else value[0]
-
-
-def _plain_conv(conv: nn.Conv2d) -> bool:
-    return (conv.stride in (1, (1, 1)) and conv.padding in (0, (0, 0))
-            and conv.dilation in (1, (1, 1)) and conv.groups == 1)
 
 
 def _plain(pool: nn.MaxPool2d) -> bool:

@@ -14,7 +14,7 @@ from PIL import Image
 from ..imageio import load_image
 from ..weights import CascadeNets, load_weights
 from .cascade import CascadeConfig, Detections, StageTimes, run_cascade
-from .cpu_runtime import for_cpu, preferred_batch
+from .cpu_runtime import for_cpu
 from .face import Face
 
 ImageInput = str | os.PathLike | np.ndarray | Image.Image
@@ -69,14 +69,11 @@ class Detector:
             raise ValueError("device='cuda' requested but CUDA is not available")
         nets = weights if isinstance(weights, CascadeNets) else load_weights(weights)
         self.nets = _for_device(nets, self.device)
-        on_cpu = self.device.type == "cpu"
-        self.config = CascadeConfig(
-            min_face_size=float(min_face_size),
-            thresholds=tuple(float(t) for t in thresholds),
-            scale_factor=float(scale_factor),
-            rnet_batch=preferred_batch(self.nets.rnet, 24) if on_cpu else GPU_CROP_BATCH,
-            onet_batch=preferred_batch(self.nets.onet, 48) if on_cpu else GPU_CROP_BATCH,
-        )
+        batches = {} if self.device.type == "cpu" else {"rnet_batch": GPU_CROP_BATCH,
+                                                         "onet_batch": GPU_CROP_BATCH}
+        self.config = CascadeConfig(min_face_size=float(min_face_size),
+                                    thresholds=tuple(float(t) for t in thresholds),
+                                    scale_factor=float(scale_factor), **batches)
         self.backend = backend
         self.max_side = max_side
         self.num_threads = num_threads
