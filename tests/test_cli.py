@@ -230,7 +230,7 @@ def test_failing_image_in_batch_is_isolated(monkeypatch: pytest.MonkeyPatch,
                 raise RuntimeError("boom")
             return [[face] for _ in images]
 
-    monkeypatch.setattr("mtcnnkit.cli.Detector", FlakyDetector)
+    monkeypatch.setattr("mtcnnkit.cli_support.Detector", FlakyDetector)
     for name, height in (("a.png", 30), ("b.png", 31), ("c.png", 32)):
         Image.fromarray(np.zeros((height, 40, 3), np.uint8)).save(tmp_path / name)
     result = invoke("detect", tmp_path)

@@ -8,12 +8,9 @@ entries carry ``"error"``), 2 on usage errors (bad option values, no image found
 that cannot be loaded).
 """
 
-import contextlib
 import glob
 import json
 import os
-import re
-import tempfile
 import time
 from collections import Counter
 from enum import Enum
@@ -24,23 +21,25 @@ import numpy as np
 import typer
 from PIL import Image
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from .cli_support import (
+    device_option,
+    fail,
+    make_detector,
+    parse_thresholds,
+    positive,
+    progress_bar,
+    scale_factor_option,
+    write_json_atomic,
+)
 from .detect.align import crop_faces
 from .detect.detector import BACKENDS, Detector
 from .detect.draw import annotate
 from .detect.face import Face
+from .evaluate.commands import eval_app
 from .imageio import IMAGE_SUFFIXES, load_image
 from .reference import WEIGHT_FILES, cache_dir, fetch_reference_weights
 
@@ -51,6 +50,8 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+app.add_typer(eval_app, name="eval")
 
 TABLE_MAX_ROWS = 20  # above this many images, a summary line replaces the table
 
@@ -78,36 +79,6 @@ def main(
 # ---------------------------------------------------------------- option checks
 
 
-def _thresholds(value: str) -> tuple[float, float, float]:
-    try:
-        parts = tuple(float(p) for p in value.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 3 or not all(0.0 <= p <= 1.0 for p in parts):
-        raise typer.BadParameter(
-            f"expected three comma-separated scores in [0, 1] (PNet,RNet,ONet), "
-            f"e.g. 0.6,0.7,0.7; got {value!r}")
-    return parts  # type: ignore[return-value]
-
-
-def _positive(value: float) -> float:
-    if not value > 0:
-        raise typer.BadParameter(f"must be greater than 0, got {value:g}")
-    return value
-
-
-def _scale_factor(value: float) -> float:
-    if not 0 < value < 1:
-        raise typer.BadParameter(f"must lie strictly between 0 and 1, got {value:g}")
-    return value
-
-
-def _device(value: str) -> str:
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
-        raise typer.BadParameter(f"expected 'cpu', 'cuda' or 'cuda:N', got {value!r}")
-    return value
-
-
 def _check_writable(folder: Path | None, option: str) -> None:
     """Create ``folder`` now, so that an unusable output path stops the run before it starts."""
     if folder is None:
@@ -119,11 +90,6 @@ def _check_writable(folder: Path | None, option: str) -> None:
                                  param_hint=f"'{option}'") from None
     if not os.access(folder, os.W_OK):
         raise typer.BadParameter(f"{folder} is not writable", param_hint=f"'{option}'")
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"Error: {message}", err=True)
-    return typer.Exit(code)
 
 
 # ---------------------------------------------------------------- finding images
@@ -184,44 +150,12 @@ def output_stems(images: list[Path]) -> list[Path]:
 # ---------------------------------------------------------------- outputs
 
 
-class _RateColumn(ProgressColumn):
-    def render(self, task) -> Text:
-        elapsed = task.finished_time if task.finished else task.elapsed
-        speed = task.completed / elapsed if task.completed and elapsed else None
-        return Text(f"{speed:.1f} images/s" if speed else "- images/s",
-                    style="progress.data.speed")
-
-
-def _progress(console: Console, quiet: bool) -> Progress:
-    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                    MofNCompleteColumn(), _RateColumn(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=console, disable=quiet)
-
-
 def _save_image(array: np.ndarray, path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(array).save(path, **({"quality": 92} if path.suffix == ".jpg" else {}))
     except OSError as e:
-        raise _fail(f"cannot write {path}: {e}", 1) from None
-
-
-def write_json_atomic(data: object, path: Path) -> None:
-    """Write ``data`` as JSON to a temporary file beside ``path``, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is too strict for a result file
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        raise fail(f"cannot write {path}: {e}", 1) from None
 
 
 def _detect_batch(detector: Detector, arrays: list[np.ndarray], names: list[str]
@@ -300,16 +234,16 @@ def detect(
              "weights, for comparison; see `mtcnnkit fetch-reference`), or a path to an "
              "mtcnnkit .pt file or a folder with pnet.pt/rnet.pt/onet.pt.")] = "default",
     min_face: Annotated[float, typer.Option(
-        callback=_positive, help="Smallest face to look for, in pixels.")] = 20.0,
+        callback=positive, help="Smallest face to look for, in pixels.")] = 20.0,
     thresholds: Annotated[str, typer.Option(
-        callback=_thresholds, metavar="P,R,O",
+        callback=parse_thresholds, metavar="P,R,O",
         help="Score thresholds of the PNet, RNet and ONet stages.")] = "0.6,0.7,0.7",
     scale_factor: Annotated[float, typer.Option(
-        callback=_scale_factor,
+        callback=scale_factor_option,
         help="Image pyramid step between scales (0 < f < 1; larger is slower and finds "
              "more).")] = 0.709,
     device: Annotated[str, typer.Option(
-        callback=_device, help="Where to run the nets: cpu, cuda or cuda:N.")] = "cpu",
+        callback=device_option, help="Where to run the nets: cpu, cuda or cuda:N.")] = "cpu",
     backend: Annotated[str, typer.Option(
         help=f"Inference backend (available: {', '.join(BACKENDS)}).")] = "torch",
     threads: Annotated[int | None, typer.Option(
@@ -357,20 +291,15 @@ def detect(
         raise typer.BadParameter(f"{json_out} is a folder; give a file name", param_hint="'--json'")
     _check_writable(save_dir, "--save-dir")
     _check_writable(crops, "--crops")
-    try:
-        detector = Detector(weights=weights, device=device, min_face_size=min_face,
-                            thresholds=thresholds, scale_factor=scale_factor, backend=backend,
-                            max_side=max_side, num_threads=threads, batch_size=batch_size)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        hint = ("\nOn the command line: --weights reference, or --weights PATH."
-                if weights == "default" and isinstance(e, FileNotFoundError) else "")
-        raise _fail(f"{e}{hint}", 2) from None
+    detector = make_detector(weights=weights, device=device, min_face_size=min_face,
+                             thresholds=thresholds, scale_factor=scale_factor, backend=backend,
+                             max_side=max_side, num_threads=threads, batch_size=batch_size)
 
     stems = output_stems(images) if (save_dir or crops) else [None] * len(images)
     err = Console(stderr=True)
     records: list[dict] = []
     started = time.perf_counter()
-    with _progress(err, quiet) as progress:
+    with progress_bar(err, quiet) as progress:
         task = progress.add_task("detecting", total=len(images))
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size]
@@ -435,7 +364,7 @@ def fetch_reference(
     try:
         where = fetch_reference_weights(directory)
     except (RuntimeError, OSError) as e:
-        raise _fail(f"could not fetch the reference weights: {e}", 1) from None
+        raise fail(f"could not fetch the reference weights: {e}", 1) from None
     typer.echo(f"Reference weights in {where}: {', '.join(WEIGHT_FILES)}")
     typer.echo("These are the original MTCNN weights (Zhang et al., 2016), the MIT-licensed "
                "copy shipped by facenet-pytorch, for comparison only.")
