@@ -1,0 +1,1 @@
+"""Datasets: annotation readers, training-sample generation and storage."""
