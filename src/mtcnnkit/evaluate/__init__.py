@@ -1,0 +1,1 @@
+"""Evaluation of mtcnnkit detectors: detection and landmark accuracy on annotated sets."""
