@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SHARED_DATA  # noqa: E402
 from mtcnnkit.data.annotations import (
     EMPTY_BOX,
     OUTSIDE_IMAGE,
@@ -23,7 +24,6 @@ from mtcnnkit.data.annotations import (
     read_wider_txt,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WIDER_SPLIT = SHARED_DATA / "WIDER_FACE" / "wider_face_split"
 
 

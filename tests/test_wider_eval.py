@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SHARED_DATA as SHARED
 from mtcnnkit.evaluate import wider
 from mtcnnkit.evaluate.wider import WiderGroundTruth
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GT_DIR = SHARED / "WIDER_FACE" / "eval_tools" / "ground_truth"
 
 

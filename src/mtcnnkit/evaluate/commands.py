@@ -37,6 +37,20 @@ ThreadsOption = Annotated[int | None, typer.Option(min=1, show_default=False,
                                                    help="CPU threads for the nets.")]
 BatchOption = Annotated[int, typer.Option(min=1, help="Images per detector call.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+DataOption = Annotated[Path, typer.Option(
+    help="WIDER FACE root: holds WIDER_val/images and eval_tools/ground_truth.")]
+ImagesOption = Annotated[Path | None, typer.Option(
+    metavar="LIST", show_default=False,
+    help="Text file of images to evaluate, one 'event/name.jpg' per line (e.g. "
+         "splits/wider_val_dev.txt); default: every val image present.")]
+
+
+def _predict_with_progress(detector, paths: list[Path], batch_size: int, label: str,
+                           quiet: bool) -> dict:
+    with progress_bar(Console(stderr=True), quiet) as progress:
+        task = progress.add_task(label, total=len(paths))
+        return wider.predict(detector, paths, batch_size,
+                             progress=lambda done, _total: progress.update(task, completed=done))
 
 
 def _image_list(data: Path, images: Path | None) -> list[Path]:
@@ -63,12 +77,8 @@ def _image_list(data: Path, images: Path | None) -> list[Path]:
 
 @eval_app.command("wider")
 def wider_command(
-    data: Annotated[Path, typer.Option(
-        help="WIDER FACE root: holds WIDER_val/images and eval_tools/ground_truth.")],
-    images: Annotated[Path | None, typer.Option(
-        metavar="LIST", show_default=False,
-        help="Text file of images to evaluate, one 'event/name.jpg' per line (e.g. "
-             "splits/wider_val_dev.txt); default: every val image present.")] = None,
+    data: DataOption,
+    images: ImagesOption = None,
     weights: WeightsOption = None,
     pred_dir: Annotated[Path | None, typer.Option(
         metavar="DIR", show_default=False,
@@ -106,11 +116,7 @@ def wider_command(
         detector = make_detector(weights=weights, device=device, min_face_size=min_face,
                                  thresholds=thresholds, num_threads=threads,
                                  batch_size=batch_size)
-        with progress_bar(err, quiet) as progress:
-            task = progress.add_task("detecting", total=len(paths))
-            predictions = wider.predict(
-                detector, paths, batch_size,
-                progress=lambda done, _total: progress.update(task, completed=done))
+        predictions = _predict_with_progress(detector, paths, batch_size, "detecting", quiet)
         pred_dir = pred_dir or out / "predictions"
         wider.write_predictions(pred_dir, predictions)
         source = weights
@@ -141,3 +147,209 @@ def wider_command(
         err.print(f"{len(keys)} images, {result.n_predictions} predictions, "
                   f"{seconds:.1f} s; predictions in {pred_dir}; plots, events.md and "
                   f"summary.json in {out}", highlight=False, markup=False, soft_wrap=True)
+
+
+@eval_app.command("fddb")
+def fddb_command(
+    folds: Annotated[Path, typer.Option(
+        metavar="DIR", help="FDDB-folds folder (FDDB-fold-XX-ellipseList.txt, "
+                            "FDDB-fold-XX.txt).")],
+    images: Annotated[Path | None, typer.Option(
+        metavar="DIR", show_default=False,
+        help="originalPics folder (<image>.jpg as listed in the folds). Needed to run a "
+             "detector and to cut regions at the image border.")] = None,
+    weights: WeightsOption = None,
+    detections: Annotated[Path | None, typer.Option(
+        metavar="FILE", show_default=False,
+        help="Detections in the official FDDB format, scored as they are when --weights is "
+             "not given; otherwise the detector's detections are written here (default: "
+             "OUT/detections.txt).")] = None,
+    vertical_scale: Annotated[float, typer.Option(
+        callback=positive, help="Stretch rectangle height by this factor, keeping the bottom "
+                                "edge (MTCNN boxes are tighter than FDDB's head ellipses; "
+                                "1.2 is common).")] = 1.0,
+    shift: Annotated[float, typer.Option(
+        help="Then move rectangles down by this fraction of their height.")] = 0.0,
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Where results go.")
+                   ] = Path("out/fddb-eval"),
+    min_face: MinFaceOption = 20.0,
+    thresholds: ThresholdsOption = "0.6,0.7,0.7",
+    device: DeviceOption = "cpu",
+    threads: ThreadsOption = None,
+    batch_size: BatchOption = 16,
+    quiet: QuietOption = False,
+) -> None:
+    """FDDB, official protocol: discrete and continuous ROC; prints TPR at 1,000 and 2,000
+    false positives; writes DiscROC.txt, ContROC.txt, roc.png and summary.json."""
+    from ..data.annotations import read_fddb_folds
+    from . import fddb
+
+    try:
+        truth = read_fddb_folds(folds)
+    except (FileNotFoundError, ValueError) as e:
+        raise fail(str(e), 2) from None
+    err = Console(stderr=True)
+    try:
+        sizes = fddb.read_image_sizes(images, truth) if images is not None else None
+        if weights is None and detections is not None:
+            found = fddb.read_detections(detections)
+            source = str(detections)
+        else:
+            if images is None:
+                raise typer.BadParameter("running a detector needs --images",
+                                         param_hint="'--images'")
+            weights = weights or "default"
+            detector = make_detector(weights=weights, device=device, min_face_size=min_face,
+                                     thresholds=thresholds, num_threads=threads,
+                                     batch_size=batch_size)
+            with progress_bar(err, quiet) as progress:
+                task = progress.add_task("detecting", total=len(truth))
+                found = fddb.detect_fddb(
+                    detector, images, truth, batch_size,
+                    progress=lambda done, _total: progress.update(task, completed=done))
+            detections = detections or out / "detections.txt"
+            fddb.write_detections(detections, found, [t.image for t in truth],
+                                  vertical_scale=vertical_scale, shift=shift)
+            source = weights
+        result = fddb.evaluate_fddb(found, truth, sizes, vertical_scale=vertical_scale,
+                                    shift=shift)
+    except (FileNotFoundError, ValueError) as e:
+        raise fail(str(e), 2) from None
+    out.mkdir(parents=True, exist_ok=True)
+    fddb.write_roc(f"{out}/", result.discrete, result.continuous)
+    fddb.plot_roc({f"{source} (discrete)": result.discrete,
+                   f"{source} (continuous)": result.continuous}, out / "roc.png")
+    write_json_atomic({"source": source, **result.to_dict()}, out / "summary.json")
+    typer.echo(result.summary())
+
+
+@eval_app.command("landmarks")
+def landmarks_command(
+    image_list: Annotated[Path, typer.Option(
+        "--list", metavar="FILE",
+        help="Landmark list in the CNN_FacePoint format (e.g. testImageList.txt).")],
+    root: Annotated[Path | None, typer.Option(
+        metavar="DIR", show_default=False,
+        help="Folder the listed image paths are relative to (default: the list's folder).")
+    ] = None,
+    weights: Annotated[str, typer.Option(help="Weights to run: 'default', 'reference' or a "
+                                              "path.")] = "default",
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Where summary.json goes.")
+                   ] = Path("out/landmark-eval"),
+    min_face: MinFaceOption = 20.0,
+    thresholds: ThresholdsOption = "0.6,0.7,0.7",
+    device: DeviceOption = "cpu",
+    threads: ThreadsOption = None,
+    batch_size: BatchOption = 32,
+    quiet: QuietOption = False,
+) -> None:
+    """5-point landmark error: NME (by inter-ocular distance), per point, failure rate (> 10 %)
+    on the detected faces; faces not detected are counted apart."""
+    from ..data.annotations import read_landmark_list
+    from .landmarks import detect_landmarks, evaluate_landmarks, landmark_table
+
+    try:
+        samples = read_landmark_list(image_list)
+    except (OSError, ValueError) as e:
+        raise fail(str(e), 2) from None
+    root = root or image_list.parent
+    detector = make_detector(weights=weights, device=device, min_face_size=min_face,
+                             thresholds=thresholds, num_threads=threads, batch_size=batch_size)
+    err = Console(stderr=True)
+    try:
+        with progress_bar(err, quiet) as progress:
+            task = progress.add_task("detecting", total=len(samples))
+            predictions = detect_landmarks(
+                detector, samples, root, batch_size,
+                progress=lambda done, _total: progress.update(task, completed=done))
+    except (FileNotFoundError, ValueError) as e:
+        raise fail(str(e), 2) from None
+    result = evaluate_landmarks(predictions, samples)
+    write_json_atomic({"source": weights, "list": str(image_list), **result.as_dict()},
+                      out / "summary.json")
+    typer.echo(landmark_table({weights: result}))
+
+
+def parse_run(spec: str) -> tuple[str, str, dict]:
+    """``NAME=WEIGHTS[;min_face=F][;thresholds=P/R/O][;scale_factor=S]`` -> parts."""
+    head, *options = spec.split(";")
+    name, sep, weights = head.partition("=")
+    if not sep or not name or not weights:
+        raise typer.BadParameter(f"expected NAME=WEIGHTS[;key=value...], got {spec!r}",
+                                 param_hint="'--run'")
+    settings: dict = {}
+    for option in options:
+        key, _, value = option.partition("=")
+        try:
+            if key == "min_face":
+                settings["min_face_size"] = float(value)
+            elif key == "thresholds":
+                settings["thresholds"] = tuple(float(v) for v in value.split("/"))
+            elif key == "scale_factor":
+                settings["scale_factor"] = float(value)
+            else:
+                raise typer.BadParameter(f"unknown setting {key!r} in {spec!r} (known: "
+                                         "min_face, thresholds, scale_factor)",
+                                         param_hint="'--run'")
+        except ValueError:
+            raise typer.BadParameter(f"bad value for {key} in {spec!r}",
+                                     param_hint="'--run'") from None
+    return name, weights, settings
+
+
+@eval_app.command("compare")
+def compare_command(
+    data: DataOption,
+    runs: Annotated[list[str], typer.Option(
+        "--run", metavar="NAME=WEIGHTS[;key=value]",
+        help="A configuration to score; repeat for each. Settings: min_face=F, "
+             "thresholds=P/R/O, scale_factor=S, e.g. "
+             "--run 'ref=reference' --run 'ref-mf12=reference;min_face=12'.")],
+    images: ImagesOption = None,
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Where the report goes.")
+                   ] = Path("out/compare"),
+    device: DeviceOption = "cpu",
+    threads: ThreadsOption = None,
+    batch_size: BatchOption = 8,
+    quiet: QuietOption = False,
+) -> None:
+    """Run several weight sets / settings on the same WIDER images; write compare.md (one
+    table) and overlaid PR curves (pr_<level>.png)."""
+    parsed = [parse_run(spec) for spec in runs]
+    names = [name for name, _, _ in parsed]
+    if len(set(names)) != len(names):
+        raise typer.BadParameter("run names must differ", param_hint="'--run'")
+    try:
+        gt = wider.load_ground_truth(data / "eval_tools" / "ground_truth")
+    except (FileNotFoundError, ValueError) as e:
+        raise fail(str(e), 2) from None
+    paths = _image_list(data, images)
+    keys = [wider.image_key(p) for p in paths]
+    err = Console(stderr=True)
+    rows, curves = [], {}
+    for name, weights, settings in parsed:
+        detector = make_detector(weights=weights, device=device, num_threads=threads,
+                                 batch_size=batch_size, **settings)
+        started = time.perf_counter()
+        predictions = _predict_with_progress(detector, paths, batch_size, name, quiet)
+        seconds = time.perf_counter() - started
+        wider.write_predictions(out / name / "predictions", predictions)
+        result = wider.evaluate_wider(predictions, gt, keys)
+        curves[name] = result.curves
+        c = detector.config
+        rows.append(f"| {name} | {weights} | {c.min_face_size:g} | "
+                    f"{'/'.join(f'{t:g}' for t in c.thresholds)} | {c.scale_factor:g} | "
+                    + " | ".join(f"{result.ap[lv]:.4f}" for lv in wider.LEVELS)
+                    + f" | {result.n_predictions} | {seconds:.1f} |")
+        if not quiet:
+            err.print(f"{name}: {result.summary()}", highlight=False, markup=False)
+    table = "\n".join([
+        f"WIDER FACE val, {len(keys)} images"
+        + (f" ({images})" if images else "") + ", official protocol.", "",
+        "| run | weights | min face | thresholds | scale factor | easy | medium | hard "
+        "| predictions | detect s |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|", *rows, ""])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.md").write_text(table)
+    plot_wider_pr(curves, out)
+    typer.echo(table)
