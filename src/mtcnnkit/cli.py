@@ -9,6 +9,7 @@ that cannot be loaded).
 """
 
 import glob
+import importlib.util
 import json
 import os
 import time
@@ -26,6 +27,7 @@ from rich.text import Text
 
 from . import __version__
 from .cli_support import (
+    WeightsOption,
     device_option,
     fail,
     make_detector,
@@ -35,6 +37,7 @@ from .cli_support import (
     scale_factor_option,
     write_json_atomic,
 )
+from .deploy.commands import export_command
 from .detect.align import crop_faces
 from .detect.detector import BACKENDS, Detector
 from .detect.draw import annotate
@@ -52,6 +55,7 @@ app = typer.Typer(
 )
 
 app.add_typer(eval_app, name="eval")
+app.command("export")(export_command)
 
 TABLE_MAX_ROWS = 20  # above this many images, a summary line replaces the table
 
@@ -229,10 +233,7 @@ def detect(
         metavar="PATH", show_default=False,
         help="Image files, folders (searched recursively for image files) or glob patterns "
              "such as 'photos/**/*.jpg' (quote them; ** matches any depth).")],
-    weights: Annotated[str, typer.Option(
-        help="Cascade weights: 'default' (mtcnnkit's own), 'reference' (the original MTCNN "
-             "weights, for comparison; see `mtcnnkit fetch-reference`), or a path to an "
-             "mtcnnkit .pt file or a folder with pnet.pt/rnet.pt/onet.pt.")] = "default",
+    weights: WeightsOption = "default",
     min_face: Annotated[float, typer.Option(
         callback=positive, help="Smallest face to look for, in pixels.")] = 20.0,
     thresholds: Annotated[str, typer.Option(
@@ -374,3 +375,67 @@ def fetch_reference(
     else:
         typer.echo(f"Use them with: mtcnnkit detect --weights {where} ... "
                    f"(or set MTCNNKIT_REFERENCE_DIR={where} for --weights reference)")
+
+
+@app.command()
+def bench(
+    backends: Annotated[str, typer.Option(
+        "--backend", metavar="B1,B2,…",
+        help="Backends to compare (torch is the baseline; missing runtimes are skipped with "
+             "a note).")] = ",".join(BACKENDS),
+    threads: Annotated[str, typer.Option(metavar="N1,N2,…", help="Thread counts.")] = "1,2",
+    weights: WeightsOption = "default",
+    image: Annotated[Path, typer.Option(
+        metavar="PATH", help="Photo for the whole-pipeline timing (resized to 640×480).")
+    ] = Path("examples/astronaut.jpg"),
+    min_face: Annotated[float, typer.Option(callback=positive,
+                                            help="Smallest face searched for.")] = 20.0,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed rounds.")] = 30,
+    markdown_out: Annotated[Path | None, typer.Option(
+        "--markdown", metavar="FILE", show_default=False,
+        help="Also write the tables to this Markdown file.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Per-net latency (min/avg/max at fixed input sizes) and whole-pipeline latency on a
+    640×480 photo, for every backend and thread count, interleaved, torch as baseline."""
+    import cv2
+
+    from .deploy.bench import markdown, run_benchmark
+
+    wanted = [b.strip() for b in backends.split(",") if b.strip()]
+    unknown = [b for b in wanted if b not in BACKENDS]
+    if unknown:
+        raise typer.BadParameter(f"unknown backend(s) {unknown}; available: {BACKENDS}",
+                                 param_hint="'--backend'")
+    try:
+        counts = [int(t) for t in threads.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {threads!r}",
+                                 param_hint="'--threads'") from None
+    if any(t < 1 for t in counts):
+        raise typer.BadParameter("thread counts must be positive", param_hint="'--threads'")
+    err = Console(stderr=True)
+    available = []
+    for backend in wanted:  # each runtime's Python package is named like the backend
+        if backend != "torch" and importlib.util.find_spec(backend) is None:
+            err.print(f"skipping {backend}: not installed (pip install 'mtcnnkit[deploy]')",
+                      highlight=False, markup=False)
+            continue
+        available.append(backend)
+    try:
+        photo = cv2.resize(load_image(image), (640, 480), interpolation=cv2.INTER_AREA)
+    except ValueError as e:
+        raise fail(str(e), 2) from None
+    try:
+        with progress_bar(err, quiet) as progress:
+            task = progress.add_task("benchmark rounds", total=None)
+            rows = run_benchmark(available, counts, photo, weights, min_face, repeats,
+                                 progress=lambda done, total: progress.update(
+                                     task, completed=done, total=total))
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        raise fail(str(e), 2) from None
+    text = markdown(rows)
+    typer.echo(text)
+    if markdown_out is not None:
+        markdown_out.parent.mkdir(parents=True, exist_ok=True)
+        markdown_out.write_text(text)

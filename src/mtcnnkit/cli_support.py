@@ -7,6 +7,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -22,6 +23,11 @@ from rich.progress import (
 from rich.text import Text
 
 from .detect.detector import Detector
+
+WEIGHTS_HELP = ("Cascade weights: 'default' (mtcnnkit's own), 'reference' (the original MTCNN "
+                "weights, for comparison; see `mtcnnkit fetch-reference`), or a path to an "
+                "mtcnnkit .pt file or a folder with pnet.pt/rnet.pt/onet.pt.")
+WeightsOption = Annotated[str, typer.Option(help=WEIGHTS_HELP)]
 
 
 def parse_thresholds(value: str) -> tuple[float, float, float]:

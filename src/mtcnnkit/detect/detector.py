@@ -18,7 +18,7 @@ from .cpu_runtime import for_cpu
 from .face import Face
 
 ImageInput = str | os.PathLike | np.ndarray | Image.Image
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "onnxruntime", "openvino", "ncnn")
 MAX_BATCH_PIXELS = 40_000_000  # pixels of all images in one cascade call
 GPU_CROP_BATCH = 2048  # RNet/ONet crops per call on a GPU
 
@@ -67,8 +67,7 @@ class Detector:
                              ) from e
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' requested but CUDA is not available")
-        nets = weights if isinstance(weights, CascadeNets) else load_weights(weights)
-        self.nets = _for_device(nets, self.device)
+        self.nets = self._load_nets(weights, backend, num_threads)
         batches = {} if self.device.type == "cpu" else {"rnet_batch": GPU_CROP_BATCH,
                                                          "onet_batch": GPU_CROP_BATCH}
         self.config = CascadeConfig(min_face_size=float(min_face_size),
@@ -78,6 +77,19 @@ class Detector:
         self.max_side = max_side
         self.num_threads = num_threads
         self.batch_size = batch_size
+
+    def _load_nets(self, weights, backend: str, num_threads: int | None):
+        """The three nets as callables: torch modules laid out for the device, or an
+        exported runtime (exporting ``weights`` once into the cache when needed)."""
+        if backend == "torch":
+            nets = weights if isinstance(weights, CascadeNets) else load_weights(weights)
+            return _for_device(nets, self.device)
+        if self.device.type != "cpu":
+            raise ValueError(f"backend {backend!r} runs on the CPU; use backend='torch' on "
+                             f"{self.device.type}")
+        from ..deploy.runtimes import runners_for
+
+        return runners_for(backend, weights, num_threads)
 
     def detect(self, images: ImageInput | Sequence[ImageInput]) -> list[Face] | list[list[Face]]:
         """Faces in one image (a list of `Face`) or in each of several (a list of lists)."""
