@@ -297,6 +297,14 @@ class ShardDataset:
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
+    def __getstate__(self) -> dict:
+        """Pickled as its folder: a worker process re-opens the memory maps instead of
+        receiving a copy of the data."""
+        return {"root": self.root}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["root"])
+
     def _locate(self, index: int) -> tuple[int, int]:
         n = len(self)
         if index < 0:

@@ -1,0 +1,489 @@
+"""Training one MTCNN net on sample shards: configuration, balanced batches, the loop.
+
+:func:`train_stage` trains ``nets.create(config.arch)`` on the shards of a folder and writes
+to ``out_dir``:
+
+``metrics.csv``  one row per epoch: learning rate, train and val losses (cls, box offsets,
+                 landmarks), cls accuracy, positive recall, time and samples/s
+``metrics.png``  the losses and accuracies per epoch
+``last.pt``      everything needed to resume exactly (model, optimizer, scheduler, AMP scaler,
+                 epoch, RNG states, metrics history, best value), rewritten atomically
+                 (temp + rename) after every epoch
+``best.pt``      the net of the best epoch as an mtcnnkit per-net file
+                 ``{"arch": name, "state_dict": ...}`` (plus ``stage``, ``epoch``,
+                 ``metrics``): copy it to ``pnet.pt`` / ``rnet.pt`` / ``onet.pt`` in a folder
+                 that ``mtcnnkit.weights.load_weights`` reads
+
+"Best" is the lowest validation classification loss (``best_metric="cls_loss"``, plain
+cross-entropy over all val positives and negatives, no OHEM) or the highest validation
+accuracy (``best_metric="cls_acc"``); without validation samples the train metric is used.
+
+Training batches come from :class:`BalancedBatchSampler` (neg:pos:part:landmark = 3:1:1:2 by
+default; the landmark share is dropped for nets without a landmark head). The train metrics
+are those of the training batches (OHEM loss, balanced sampling); val metrics are computed on
+every val sample once, without OHEM.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .. import nets
+from ..data.shards import LANDMARK, NEGATIVE, PART, POSITIVE, ShardDataset
+from .losses import MultiTaskLoss, stage_loss
+from .metrics import EpochMetrics, plot_metrics, write_csv
+
+# the order of TrainConfig.batch_ratio
+RATIO_LABELS: tuple[int, ...] = (NEGATIVE, POSITIVE, PART, LANDMARK)
+CHECKPOINT_FORMAT = "mtcnnkit-train-checkpoint"
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (``arch`` defaults to the stage's original net)."""
+
+    stage: str = "pnet"
+    arch: str | None = None
+    epochs: int = 10
+    batch_size: int = 384
+    batches_per_epoch: int | None = None  # default: train samples // batch_size (>= 1)
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    optimizer: str = "adam"  # "adam" | "sgd" (momentum 0.9)
+    momentum: float = 0.9
+    schedule: str = "cosine"  # "cosine" | "step" (per epoch)
+    step_epochs: int = 5
+    step_gamma: float = 0.1
+    batch_ratio: tuple[float, float, float, float] = (3, 1, 1, 2)  # neg:pos:part:landmark
+    ohem_ratio: float = 0.7
+    regression: str = "smooth_l1"  # "smooth_l1" | "wing" | "l2"
+    best_metric: str = "cls_loss"  # "cls_loss" (val, lower) | "cls_acc" (val, higher)
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
+    amp: bool = False  # mixed precision; only takes effect on CUDA
+    val_fraction: float = 0.1  # used when no val shard root is given; split by source item
+
+    def __post_init__(self) -> None:
+        self.batch_ratio = tuple(float(r) for r in self.batch_ratio)  # type: ignore[assignment]
+        if self.arch is None:
+            self.arch = self.stage
+        if self.stage not in nets.STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}; expected one of {nets.STAGES}")
+        if nets.stage_of(self.arch) != self.stage:
+            raise ValueError(f"architecture {self.arch!r} is a {nets.stage_of(self.arch)}, "
+                             f"not a {self.stage}")
+        checks = {
+            "optimizer": (self.optimizer, ("adam", "sgd")),
+            "schedule": (self.schedule, ("cosine", "step")),
+            "regression": (self.regression, ("smooth_l1", "wing", "l2")),
+            "best_metric": (self.best_metric, ("cls_loss", "cls_acc")),
+        }
+        for name, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ValueError(f"{name} {value!r}: expected one of {allowed}")
+        if len(self.batch_ratio) != 4 or min(self.batch_ratio) < 0 or not any(self.batch_ratio):
+            raise ValueError(f"batch_ratio must be 4 non-negative numbers (neg:pos:part:"
+                             f"landmark), not all 0; got {self.batch_ratio}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Build from a plain mapping (e.g. parsed YAML); unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["batch_ratio"] = list(self.batch_ratio)
+        return d
+
+
+def batch_quotas(ratio: Sequence[float], batch_size: int) -> list[int]:
+    """Split ``batch_size`` in proportion to ``ratio`` (largest remainder, ties to the
+    earlier class)."""
+    total = float(sum(ratio))
+    exact = [batch_size * r / total for r in ratio]
+    quotas = [math.floor(e) for e in exact]
+    order = sorted(range(len(ratio)), key=lambda i: (-(exact[i] - quotas[i]), i))
+    for i in order[: batch_size - sum(quotas)]:
+        quotas[i] += 1
+    return quotas
+
+
+class BalancedBatchSampler:
+    """Batches of sample indices drawn per class in a fixed ratio.
+
+    ``ratio`` is neg:pos:part:landmark (labels 0, 1, -1, -2). Classes absent from ``labels``
+    (or with ratio 0) drop out and the ratio renormalises over the rest. Each class is
+    drawn from a fresh permutation, without replacement until it runs out and then from a
+    new permutation (so a short class repeats). Everything depends only on ``(seed, epoch)``:
+    call :meth:`set_epoch` before iterating. ``num_batches`` defaults to
+    ``len(labels) // batch_size`` (at least 1).
+    """
+
+    def __init__(self, labels: np.ndarray | Sequence[int], ratio: Sequence[float],
+                 batch_size: int, seed: int = 0, num_batches: int | None = None) -> None:
+        labels = np.asarray(labels)
+        if len(ratio) != len(RATIO_LABELS):
+            raise ValueError(f"ratio needs {len(RATIO_LABELS)} values (neg:pos:part:landmark)")
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.pools: list[np.ndarray] = []
+        self.labels: list[int] = []
+        weights = []
+        for label, r in zip(RATIO_LABELS, ratio, strict=True):
+            pool = np.flatnonzero(labels == label)
+            if r > 0 and len(pool):
+                self.pools.append(pool)
+                self.labels.append(label)
+                weights.append(float(r))
+        if not self.pools:
+            raise ValueError("no samples of any class with a non-zero batch ratio")
+        self.quotas = batch_quotas(weights, self.batch_size)
+        self.num_batches = (max(1, len(labels) // self.batch_size) if num_batches is None
+                            else int(num_batches))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        streams = [_Stream(pool, rng) for pool in self.pools]
+        for _ in range(self.num_batches):
+            batch = np.concatenate([s.take(q) for s, q in zip(streams, self.quotas,
+                                                               strict=True)])
+            yield batch[rng.permutation(len(batch))]
+
+
+class _Stream:
+    """Endless shuffled passes over one class's indices."""
+
+    def __init__(self, pool: np.ndarray, rng: np.random.Generator) -> None:
+        self.pool, self.rng = pool, rng
+        self.order = rng.permutation(pool)
+        self.pos = 0
+
+    def take(self, n: int) -> np.ndarray:
+        out = []
+        while n > 0:
+            if self.pos == len(self.order):
+                self.order, self.pos = self.rng.permutation(self.pool), 0
+            k = min(n, len(self.order) - self.pos)
+            out.append(self.order[self.pos: self.pos + k])
+            self.pos += k
+            n -= k
+        return np.concatenate(out) if out else self.pool[:0]
+
+
+class _BatchSource(torch.utils.data.Dataset):
+    """Index arrays in, :class:`~mtcnnkit.data.shards.Batch` out (for a DataLoader)."""
+
+    def __init__(self, data: ShardDataset, index_map: np.ndarray) -> None:
+        self.data, self.index_map = data, index_map
+
+    def __getitem__(self, indices: np.ndarray) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return tuple(self.data.batch(self.index_map[indices]))  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        return len(self.index_map)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    best_path: Path
+    last_path: Path
+    metrics_csv: Path
+    metrics_png: Path
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_value: float
+    epochs_run: int  # epochs run by this call (0 when a resumed run was already complete)
+    samples_per_s: float  # training throughput of this call
+    config: TrainConfig = field(repr=False, default_factory=TrainConfig)
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def split_validation(data: ShardDataset, fraction: float, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Train / val sample indices, splitting by writer item (source image) so that crops
+    of one image never land on both sides. Val is empty when ``fraction`` is 0 or there
+    is only one item."""
+    all_idx = np.arange(len(data))
+    items = np.unique(data.items)
+    n_val = math.ceil(fraction * len(items)) if fraction > 0 else 0
+    if n_val == 0 or n_val >= len(items):
+        return all_idx, all_idx[:0]
+    rng = np.random.default_rng([seed, 0x5A1])
+    val_items = rng.choice(items, n_val, replace=False)
+    is_val = np.isin(data.items, val_items)
+    return all_idx[~is_val], all_idx[is_val]
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _has_landmark_head(net: nn.Module, size: int) -> bool:
+    with torch.no_grad():
+        return len(net(torch.zeros(1, 3, size, size))) > 2
+
+
+def _make_optimizer(config: TrainConfig, net: nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(net.parameters(), lr=config.lr,
+                                weight_decay=config.weight_decay)
+    return torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
+def _make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer
+                    ) -> torch.optim.lr_scheduler.LRScheduler:
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_epochs,
+                                           gamma=config.step_gamma)
+
+
+def evaluate(net: nn.Module, data: ShardDataset, indices: np.ndarray, loss: MultiTaskLoss,
+             batch_size: int, device: torch.device) -> dict[str, float]:
+    """Metrics of ``net`` on the samples ``indices`` (each once, in order)."""
+    metrics = EpochMetrics()
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        for start in range(0, len(indices), batch_size):
+            b = data.batch(indices[start: start + batch_size])
+            outputs = net(b.images.to(device))
+            labels = b.labels.to(device)
+            parts = loss(outputs, labels, b.boxes.to(device), b.landmarks.to(device))
+            metrics.update(parts, outputs[0], labels)
+    net.train(was_training)
+    return metrics.as_row()
+
+
+def _is_better(value: float, best: float | None, metric: str) -> bool:
+    if math.isnan(value):
+        return best is None
+    if best is None or math.isnan(best):
+        return True
+    return value < best if metric == "cls_loss" else value > best
+
+
+def _format_row(row: Mapping[str, float]) -> str:
+    def f(key: str) -> str:
+        v = row.get(key, math.nan)
+        return "     -" if math.isnan(v) else f"{v:6.4f}"
+
+    parts = [f"epoch {int(row['epoch']):3d}"]
+    for split in ("train", "val"):
+        parts.append(f"{split}: cls {f(split + '_cls_loss')} off {f(split + '_box_loss')} "
+                     f"lmk {f(split + '_landmark_loss')} acc {f(split + '_cls_acc')} "
+                     f"rec {f(split + '_pos_recall')}")
+    parts.append(f"{row['samples_per_s']:.0f} samples/s")
+    return " | ".join(parts)
+
+
+def train_stage(config: TrainConfig, train_root: str | os.PathLike[str],
+                val_root: str | os.PathLike[str] | None, out_dir: str | os.PathLike[str],
+                resume: bool = False, progress: Progress | None = None,
+                echo: Callable[[str], None] | None = print) -> TrainResult:
+    """Train one net on the shards of ``train_root`` (see the module docstring).
+
+    ``val_root`` (shards of the same size) is the validation set; when None, a
+    ``config.val_fraction`` share of the source items of ``train_root`` is held out.
+    ``resume=True`` continues from ``out_dir/last.pt`` (bit-exact on CPU: the same weights
+    as an uninterrupted run); its saved config must match. ``progress(done, total)`` is
+    called after every training batch with the batches done and planned over all epochs.
+    ``echo`` receives one line per epoch (None: silent).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    csv_path, png_path = out / "metrics.csv", out / "metrics.png"
+    device = resolve_device(config.device)
+    use_amp = bool(config.amp and device.type == "cuda")
+    size = nets.INPUT_SIZE[config.stage]  # type: ignore[index]
+
+    train_data = ShardDataset(train_root)
+    if len(train_data) == 0:
+        raise ValueError(f"{train_root}: no training shards")
+    if train_data.size != size:
+        raise ValueError(f"{train_root}: {train_data.size}px samples, {config.stage} needs "
+                         f"{size}px")
+    if val_root is not None:
+        val_data = ShardDataset(val_root)
+        if len(val_data) and val_data.size != size:
+            raise ValueError(f"{val_root}: {val_data.size}px samples, {config.stage} needs "
+                             f"{size}px")
+        train_idx, val_idx = np.arange(len(train_data)), np.arange(len(val_data))
+    else:
+        val_data = train_data
+        train_idx, val_idx = split_validation(train_data, config.val_fraction, config.seed)
+    if len(train_idx) == 0:
+        raise ValueError("no training samples left after the validation split")
+
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    net = nets.create(config.arch)  # type: ignore[arg-type]
+    landmarks = _has_landmark_head(net, size)
+    net.to(device).train()
+    loss_fn = stage_loss(config.stage, config.ohem_ratio, config.regression)
+    val_loss_fn = stage_loss(config.stage, 1.0, config.regression)
+    optimizer = _make_optimizer(config, net)
+    scheduler = _make_scheduler(config, optimizer)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    ratio = list(config.batch_ratio)
+    if not landmarks:
+        ratio[RATIO_LABELS.index(LANDMARK)] = 0.0
+    sampler = BalancedBatchSampler(train_data.labels[train_idx], ratio, config.batch_size,
+                                   config.seed, config.batches_per_epoch)
+    # workers start from a fork server, not a fork of this process: forking after torch,
+    # OpenVINO or ncnn started their thread pools can crash the child (seen here)
+    loader = torch.utils.data.DataLoader(
+        _BatchSource(train_data, train_idx), sampler=sampler, batch_size=None,
+        num_workers=config.num_workers, pin_memory=device.type == "cuda",
+        multiprocessing_context="forkserver" if config.num_workers > 0 else None)
+
+    history: list[dict[str, float]] = []
+    start_epoch, best_value, best_epoch = 0, None, -1
+    if resume and last_path.is_file():
+        ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{last_path}: not an mtcnnkit training checkpoint")
+        saved = dict(ckpt["config"])
+        mine = config.to_dict()
+        differ = sorted(k for k in mine if k not in ("epochs", "device", "num_workers", "amp")
+                        and saved.get(k) != mine[k])
+        if differ:
+            raise ValueError(f"{last_path}: saved with different settings {differ}")
+        net.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if use_amp and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        _set_rng_state(ckpt["rng"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        best_value, best_epoch = ckpt["best_value"], int(ckpt["best_epoch"])
+        history = [dict(r) for r in ckpt["history"]]
+
+    total_batches = config.epochs * len(sampler)
+    done = start_epoch * len(sampler)
+    seen_total, time_total = 0, 0.0
+    for epoch in range(start_epoch, config.epochs):
+        sampler.set_epoch(epoch)
+        train_metrics = EpochMetrics()
+        lr = optimizer.param_groups[0]["lr"]
+        t0 = time.perf_counter()
+        for images, labels, boxes, lms in loader:
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                outputs = net(images)
+            parts = loss_fn(outputs, labels, boxes.to(device), lms.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(parts.total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            train_metrics.update(parts, outputs[0].detach(), labels)
+            done += 1
+            if progress is not None:
+                progress(done, total_batches)
+        seconds = time.perf_counter() - t0
+        seen_total += train_metrics.n_samples
+        time_total += seconds
+        scheduler.step()
+
+        row: dict[str, float] = {"epoch": float(epoch), "lr": float(lr)}
+        row.update(train_metrics.as_row("train_"))
+        if len(val_idx):
+            val_row = evaluate(net, val_data, val_idx, val_loss_fn, config.batch_size, device)
+        else:
+            val_row = dict.fromkeys(("cls_loss", "box_loss", "landmark_loss", "cls_acc",
+                                     "pos_recall"), math.nan)
+        row.update({f"val_{k}": v for k, v in val_row.items()})
+        row["seconds"] = seconds
+        row["samples_per_s"] = train_metrics.n_samples / seconds if seconds > 0 else math.nan
+        history.append(row)
+
+        split = "val" if len(val_idx) else "train"
+        value = row[f"{split}_{config.best_metric}"]
+        if _is_better(value, best_value, config.best_metric):
+            best_value, best_epoch = value, epoch
+            _atomic_save({"arch": config.arch, "stage": config.stage,
+                          "state_dict": {k: v.detach().cpu() for k, v
+                                         in net.state_dict().items()},
+                          "epoch": epoch, "metrics": dict(row)}, best_path)
+        _atomic_save({
+            "format": CHECKPOINT_FORMAT, "version": 1, "config": config.to_dict(),
+            "arch": config.arch, "epoch": epoch,
+            "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if use_amp else {},
+            "rng": _rng_state(), "best_value": best_value, "best_epoch": best_epoch,
+            "history": history,
+        }, last_path)
+        write_csv(csv_path, history)
+        plot_metrics(png_path, history)
+        if echo is not None:
+            echo(_format_row(row))
+
+    if not csv_path.is_file() and history:
+        write_csv(csv_path, history)
+        plot_metrics(png_path, history)
+    return TrainResult(
+        out_dir=out, best_path=best_path, last_path=last_path, metrics_csv=csv_path,
+        metrics_png=png_path, history=history, best_epoch=best_epoch,
+        best_value=math.nan if best_value is None else float(best_value),
+        epochs_run=config.epochs - start_epoch if start_epoch < config.epochs else 0,
+        samples_per_s=seen_total / time_total if time_total > 0 else math.nan,
+        config=config,
+    )
