@@ -268,3 +268,19 @@ def test_detect_tensors_types_and_agreement(dlib_faces: list[Path],
     np.testing.assert_allclose([f.score for f in faces], found[0].scores.numpy(), atol=1e-6)
     np.testing.assert_allclose([f.landmarks for f in faces], found[0].landmarks.numpy(),
                                atol=1e-4)
+
+
+def test_last_stage_returns_each_stages_candidates(dlib_faces: list[Path],
+                                                   reference_detector: Detector) -> None:
+    from mtcnnkit.detect.cascade import StageTimes
+
+    times = StageTimes()
+    pnet, rnet, onet = (reference_detector.detect_tensors([dlib_faces[4]], times, stage)[0]
+                        for stage in ("pnet", "rnet", "onet"))
+    assert len(pnet.boxes) >= len(rnet.boxes) >= len(onet.boxes) > 0
+    # the stopped runs return what the full run fed into the next stage
+    assert times.counts["pnet_candidates"] == 3 * len(pnet.boxes)
+    assert times.counts["rnet_survivors"] == 2 * len(rnet.boxes)
+    assert torch.count_nonzero(pnet.landmarks) == 0
+    with pytest.raises(ValueError, match="last_stage"):
+        reference_detector.detect_tensors([dlib_faces[4]], last_stage="bnet")

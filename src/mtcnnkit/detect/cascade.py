@@ -91,9 +91,15 @@ Net = Callable[[Tensor], tuple[Tensor, ...]]
 
 def run_cascade(
     pnet: Net, rnet: Net, onet: Net, images: list[Tensor], config: CascadeConfig,
-    times: StageTimes | None = None,
+    times: StageTimes | None = None, last_stage: str = "onet",
 ) -> list[Detections]:
-    """Detect faces in HxWx3 uint8 RGB tensors (all on one device, sizes may differ)."""
+    """Detect faces in HxWx3 uint8 RGB tensors (all on one device, sizes may differ).
+
+    ``last_stage="pnet"`` or ``"rnet"`` stops after that stage (its NMS, calibration and
+    squaring), as hard-example mining for the next stage needs; landmarks are then zeros.
+    """
+    if last_stage not in ("pnet", "rnet", "onet"):
+        raise ValueError(f"last_stage must be 'pnet', 'rnet' or 'onet', got {last_stage!r}")
     device = images[0].device
     times = times if times is not None else StageTimes()
     t = time.perf_counter()
@@ -101,13 +107,13 @@ def run_cascade(
     t = times.add("integral", t, device)
     cands = _propose(pnet, integral, images, config, times)
     times.counts["pnet_candidates"] += len(cands.scores)
-    if len(cands.scores):
+    if len(cands.scores) and last_stage != "pnet":
         cands = _refine(rnet, integral, cands, config, times)
-    times.counts["rnet_survivors"] += len(cands.scores)
-    if len(cands.scores):
+        times.counts["rnet_survivors"] += len(cands.scores)
+    if len(cands.scores) and last_stage == "onet":
         cands, landmarks = _output(onet, integral, cands, config, times)
     else:
-        landmarks = cands.boxes.new_zeros(0, 5, 2)
+        landmarks = cands.boxes.new_zeros(len(cands.scores), 5, 2)
     times.counts["faces"] += len(cands.scores)
     return [
         Detections(cands.boxes[m], cands.scores[m], landmarks[m])

@@ -102,10 +102,11 @@ class Detector:
         ]
         return results[0] if single else results
 
-    def detect_tensors(self, images: Sequence[ImageInput], times: StageTimes | None = None
-                       ) -> list[Detections]:
+    def detect_tensors(self, images: Sequence[ImageInput], times: StageTimes | None = None,
+                       last_stage: str = "onet") -> list[Detections]:
         """Like `detect`, but per image a `Detections` of CPU tensors (boxes, scores,
-        landmarks) — cheaper for evaluation and export code."""
+        landmarks) — cheaper for evaluation and export code. ``last_stage="pnet"|"rnet"``
+        returns that stage's candidates instead (hard-example mining)."""
         out: list[Detections] = []
         batch: list[tuple[np.ndarray, float]] = []
         with self._threads(), torch.inference_mode():
@@ -114,21 +115,21 @@ class Detector:
                 pixels = sum(a.shape[0] * a.shape[1] for a, _ in batch)
                 if batch and (len(batch) == self.batch_size
                               or pixels + arr.shape[0] * arr.shape[1] > MAX_BATCH_PIXELS):
-                    out += self._detect_arrays(batch, times)
+                    out += self._detect_arrays(batch, times, last_stage)
                     batch = []
                 batch.append((arr, factor))
             if batch:
-                out += self._detect_arrays(batch, times)
+                out += self._detect_arrays(batch, times, last_stage)
         return out
 
-    def _detect_arrays(self, batch: list[tuple[np.ndarray, float]], times: StageTimes | None
-                       ) -> list[Detections]:
+    def _detect_arrays(self, batch: list[tuple[np.ndarray, float]], times: StageTimes | None,
+                       last_stage: str = "onet") -> list[Detections]:
         # torch wants writable memory; the cascade only reads, so copy read-only arrays only
         tensors = [torch.from_numpy(arr if arr.flags.writeable else arr.copy()).to(self.device)
                    for arr, _ in batch]
         factors = [factor for _, factor in batch]
         found = run_cascade(self.nets.pnet, self.nets.rnet, self.nets.onet, tensors,
-                            self.config, times)
+                            self.config, times, last_stage)
         return [_scaled(det, factor) for det, factor in zip(found, factors, strict=True)]
 
     def _shrink(self, arr: np.ndarray) -> tuple[np.ndarray, float]:
