@@ -63,13 +63,16 @@ class Detections:
 
 @dataclass
 class StageTimes:
-    """Wall-clock seconds spent per stage (filled when timing is requested)."""
+    """Wall-clock seconds spent per stage, and candidate counts. With ``synchronize`` (the
+    default when a caller asks for times) CUDA work is awaited at each stage boundary so the
+    times are true; the cascade's own bookkeeping instance never synchronises."""
 
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    synchronize: bool = True
 
     def add(self, stage: str, since: float, device: torch.device) -> float:
-        if device.type == "cuda":
+        if self.synchronize and device.type == "cuda":
             torch.cuda.synchronize(device)
         now = time.perf_counter()
         self.seconds[stage] += now - since
@@ -101,7 +104,7 @@ def run_cascade(
     if last_stage not in ("pnet", "rnet", "onet"):
         raise ValueError(f"last_stage must be 'pnet', 'rnet' or 'onet', got {last_stage!r}")
     device = images[0].device
-    times = times if times is not None else StageTimes()
+    times = times if times is not None else StageTimes(synchronize=False)
     t = time.perf_counter()
     integral = IntegralImages.build(images)
     t = times.add("integral", t, device)
