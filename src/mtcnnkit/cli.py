@@ -45,6 +45,7 @@ from .detect.face import Face
 from .evaluate.commands import eval_app
 from .imageio import IMAGE_SUFFIXES, load_image
 from .reference import WEIGHT_FILES, cache_dir, fetch_reference_weights
+from .train.commands import train_command
 
 app = typer.Typer(
     name="mtcnnkit",
@@ -56,6 +57,7 @@ app = typer.Typer(
 
 app.add_typer(eval_app, name="eval")
 app.command("export")(export_command)
+app.command("train")(train_command)
 
 TABLE_MAX_ROWS = 20  # above this many images, a summary line replaces the table
 

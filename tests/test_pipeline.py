@@ -1,0 +1,135 @@
+"""The training pipeline: config loading (fast) and a tiny end-to-end training run (slow,
+on ../shared/data)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import REPO_ROOT, SHARED_DATA
+from mtcnnkit import Detector
+from mtcnnkit.train import pipeline
+from mtcnnkit.train.commands import train_app
+from mtcnnkit.train.pipeline import STEPS, load_config, run_pipeline
+
+TINY = {
+    "data.max_train_images": 5, "data.max_val_train_images": 5,
+    "data.max_landmark_samples": 3,
+    "pnet.samples.workers": 1, "rnet.landmarks.workers": 1, "onet.landmarks.workers": 1,
+    "pnet.epochs": 4, "pnet.batch_size": 128, "pnet.batches_per_epoch": 25,
+    "rnet.epochs": 4, "rnet.batch_size": 64, "rnet.batches_per_epoch": 12,
+    "onet.epochs": 4, "onet.batch_size": 64, "onet.batches_per_epoch": 12,
+    # a barely trained PNet: low thresholds, large min face, so mining finds faces quickly
+    "rnet.mining.pnet_threshold": 0.3, "rnet.mining.min_face_size": 48,
+    "onet.mining.pnet_threshold": 0.3, "onet.mining.rnet_threshold": 0.3,
+    "onet.mining.min_face_size": 48,
+    "eval.max_images": 3, "eval.max_side": 640,
+}
+
+
+def test_default_yaml_matches_builtin_defaults() -> None:
+    assert load_config(REPO_ROOT / "configs" / "default.yaml") == load_config(None)
+
+
+def test_overrides() -> None:
+    cfg = load_config(None, ["pnet.epochs=2", "rnet.mining.pnet_threshold=0.4",
+                             "device=cpu", "eval.thresholds=[0.5, 0.6, 0.7]"])
+    assert cfg.pnet.train.epochs == 2 and cfg.pnet.train.stage == "pnet"
+    assert cfg.rnet.mining.pnet_threshold == 0.4 and cfg.rnet.mining.stage == "rnet"
+    assert cfg.onet.landmarks.size == 48 and cfg.rnet.landmarks.size == 24
+    assert cfg.eval.thresholds == (0.5, 0.6, 0.7)
+    assert load_config(None, {"pnet.epochs": 3}).pnet.train.epochs == 3
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["pnet.epoch=2"], "epoch"),
+    (["pnet.samples.negatives=3"], "negatives"),
+    (["bogus=1"], "bogus"),
+    (["data.wider=x"], "wider"),
+    (["pnet.epochs"], "key.path=value"),
+    (["pnet.epochs=0"], "epochs"),
+    (["pnet.optimizer=rmsprop"], "optimizer"),
+    (["pnet.device=cuda"], "device"),
+    (["pnet.samples.size=24"], "size"),
+    (["pnet.epochs.x=1"], "not a section"),
+    (["eval.thresholds=0.5"], "thresholds"),
+])
+def test_config_errors(overrides: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_config(None, overrides)
+
+
+def test_unknown_key_in_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("pnet:\n  epochs: 2\n  learning_rate: 0.1\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="learning_rate"):
+        load_config(path)
+
+
+def test_cli_usage_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = ["--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    for extra in (["--set", "pnet.nope=1"], ["--only", "fly"], ["--device", "tpu"],
+                  ["--only", "train_pnet"]):
+        result = runner.invoke(train_app, base + extra)
+        assert result.exit_code == 2, (extra, result.output)
+
+
+def _cls_losses(csv_path: Path) -> list[float]:
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        return [float(row["train_cls_loss"]) for row in csv.DictReader(f)]
+
+
+@pytest.mark.slow
+def test_tiny_training_run(tmp_path: Path) -> None:
+    if not (SHARED_DATA / "WIDER_FACE").is_dir():
+        pytest.skip(f"shared data {SHARED_DATA} is missing")
+    out = tmp_path / "run"
+    cfg = load_config(REPO_ROOT / "configs" / "default.yaml", TINY)
+    t0 = time.perf_counter()
+    reports = run_pipeline(SHARED_DATA, out, cfg, echo=None)
+    seconds = time.perf_counter() - t0
+    assert [r.step for r in reports] == list(STEPS)
+    assert all(r.status == "ran" for r in reports)
+    assert all((out / step / ".done").is_file() for step in STEPS)
+    assert seconds < 150, seconds
+
+    for stage in ("pnet", "rnet", "onet"):
+        losses = _cls_losses(out / f"train_{stage}" / "metrics.csv")
+        assert len(losses) == 4
+        assert losses[-1] < losses[0], (stage, losses)
+
+    detector = Detector(weights=out / "weights.pt")
+    assert detector.nets.meta["config"]["pnet"]["epochs"] == 4
+    assert set(detector.nets.meta["metrics"]) == {"pnet", "rnet", "onet"}
+    results = json.loads((out / "eval.json").read_text(encoding="utf-8"))
+    for level in ("easy", "medium", "hard"):
+        assert 0.0 <= results[level] <= 1.0
+    assert results["images"] == 3
+
+    # a rerun skips every step and changes nothing
+    stamp = (out / "weights.pt").stat().st_mtime_ns
+    again = run_pipeline(SHARED_DATA, out, cfg, echo=None)
+    assert [r.status for r in again] == ["skipped"] * len(STEPS)
+    assert (out / "weights.pt").stat().st_mtime_ns == stamp
+
+    # --only reruns one step; --from reruns from a step
+    only = run_pipeline(SHARED_DATA, out, cfg, only="evaluate", echo=None)
+    assert [(r.step, r.status) for r in only] == [("evaluate", "ran")]
+    assert json.loads((out / "eval.json").read_text(encoding="utf-8")) == results
+    rerun = run_pipeline(SHARED_DATA, out, cfg, from_step="assemble", echo=None)
+    assert [r.status for r in rerun] == ["skipped"] * 7 + ["ran"] * 2
+
+    # the CLI on the finished run: all skipped, stage table printed
+    result = CliRunner().invoke(train_app, [
+        "--data", str(SHARED_DATA), "--out", str(out), "--quiet",
+        "--config", str(REPO_ROOT / "configs" / "default.yaml"),
+        *[arg for key, value in TINY.items() for arg in ("--set", f"{key}={value}")]])
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.output and "train_onet" in result.output
+    assert pipeline.WEIGHTS_FILE == "weights.pt"
