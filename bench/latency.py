@@ -64,6 +64,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from common import cpu_model, positive
 from mtcnnkit import Detector
 from mtcnnkit.detect.boxes import iou as box_iou
 from mtcnnkit.detect.cascade import StageTimes
@@ -403,14 +404,6 @@ def cuda_batch(args: argparse.Namespace, original: np.ndarray, image: np.ndarray
 # --------------------------------------------------------------------------- report
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def git_revision() -> str:
     try:
         root = Path(__file__).resolve().parent.parent
@@ -511,13 +504,6 @@ def thread_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"thread counts must be positive, got {text!r}")
     return values
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

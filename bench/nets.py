@@ -41,7 +41,6 @@ minute at the defaults on one thread; use ``--repeats 3`` for a quick check.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import os
 import platform
@@ -58,6 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common import cpu_model, positive
 from mtcnnkit.detect import cpu_runtime
 from mtcnnkit.detect.cascade import CascadeConfig
 from mtcnnkit.detect.cpu_runtime import for_cpu, max_pool_separable
@@ -236,14 +236,6 @@ def bench_pool(args: argparse.Namespace, gen: torch.Generator) -> list[dict]:
 # --------------------------------------------------------------------------- report
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def ms(value: float) -> str:
     if value >= 100:
         return f"{value:.0f}"
@@ -349,16 +341,6 @@ def markdown(meta: dict, crops: list[dict], pnet: dict, pool: list[dict]) -> str
 
 
 # --------------------------------------------------------------------------- main
-
-
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from e
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def non_negative(text: str) -> int:
