@@ -19,7 +19,7 @@ from mtcnnkit.data.annotations import FaceBoxes, read_wider_txt
 from mtcnnkit.data.mining import MiningConfig, label_candidates, mine, mining_detector
 from mtcnnkit.data.samples import to_uint8
 from mtcnnkit.data.shards import ShardDataset
-from mtcnnkit.detect.boxes import crop_regions
+from mtcnnkit.detect.boxes import calibrate, crop_regions
 from mtcnnkit.detect.cascade import Detections
 from mtcnnkit.detect.sampling import IntegralImages, sample_regions
 
@@ -100,18 +100,20 @@ def test_labels_targets_and_crops(tmp_path: Path) -> None:
         h, w = image.shape[:2]
         boxes, _ = fake.by_size[(h, w)]
         regions, valid = crop_regions(torch.from_numpy(boxes), w, h)
-        regions = regions[valid].numpy()
-        # labels from IoU recomputed here, over all regions (dropped ones are in [0.3, 0.4))
-        overlap = np_iou(regions, f.boxes)
+        regions, cand = regions[valid].numpy(), boxes[valid.numpy()]
+        # labels from the IoU of the candidate boxes (not their clipped regions), recomputed
+        # here over all candidates (dropped ones are in [0.3, 0.4))
+        overlap = np_iou(cand, f.boxes)
         best = overlap.max(1)
         expect = np.select([best >= 0.65, best >= 0.4, best < 0.3], [1, -1, 0], 2)
         assert counts["candidates"] >= len(regions)
         assert np.array_equal(crops, regions[expect != 2])
         assert np.array_equal(labels, expect[expect != 2])
-        # targets reconstruct the face of largest IoU; zeros for negatives
+        # the cascade's own calibration of the candidate box with the targets gives the face
+        # of largest IoU; zeros for negatives
         matched = f.boxes[overlap.argmax(1)][expect != 2]
-        side = (crops[:, 2:] - crops[:, :2]).astype(np.float64)
-        rebuilt = crops + targets * np.concatenate([side, side], 1)
+        rebuilt = calibrate(torch.from_numpy(cand[expect != 2]).double(),
+                            torch.from_numpy(targets).double(), plus_one=True).numpy()
         face_rows = labels != 0
         np.testing.assert_allclose(rebuilt[face_rows], matched[face_rows], atol=1e-3)
         assert not targets[labels == 0].any()

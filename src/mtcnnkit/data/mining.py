@@ -15,11 +15,14 @@ data = PNet+RNet's"):
   that region is cut and area-resized by :func:`mtcnnkit.data.samples.cut_crops`, i.e.
   :func:`mtcnnkit.detect.sampling.sample_regions`, the inference sampler: training crops
   are exactly inference crops. Candidates whose region is empty are dropped.
-* The region is labelled as :mod:`mtcnnkit.data.samples` labels its crops: by its largest
-  IoU with the image's faces, ``< 0.3`` negative (0), ``[0.4, 0.65)`` part (-1), ``>= 0.65``
-  positive (1), ``[0.3, 0.4)`` dropped; box targets refer to the face of largest IoU,
-  relative to the region (``(g - r) / (w, h, w, h)``, samples.py's convention; ``crops.npy``
-  holds the region).
+* The candidate is labelled by the largest IoU of its box (the square box the cascade hands
+  to the next stage, not clipped) with the image's faces, ``< 0.3`` negative (0),
+  ``[0.4, 0.65)`` part (-1), ``>= 0.65`` positive (1), ``[0.3, 0.4)`` dropped; box targets
+  refer to the face of largest IoU, in the cascade's own convention: the offsets that
+  :func:`mtcnnkit.detect.boxes.calibrate` (``plus_one=True``, as RNet and ONet outputs are
+  applied) turns the candidate box into that face with, ``(g - b) / (w + 1, h + 1, ...)``.
+  So a box crossing the image border learns the offsets that inference applies to it,
+  although its crop is only its in-image part (``crops.npy`` holds that region).
 * With ``skip_invalid`` (default) faces flagged invalid by WIDER (attribute column 3) are
   ignored as matches (they give no positives or part faces), but a candidate that would be
   a negative and overlaps one of them with IoU ``>= 0.3`` is dropped rather than taught as
@@ -164,17 +167,18 @@ def label_candidates(boxes: np.ndarray, scores: np.ndarray, faces: FaceBoxes, wi
     scores = np.asarray(scores, np.float32).reshape(-1)
     regions, valid = crop_regions(cand, width, height)
     regions, scores = regions[valid].numpy(), scores[valid.numpy()]
+    cand_boxes = cand[valid].numpy()
     gt = np.asarray(faces.boxes, np.float64).reshape(-1, 4)
     usable = np.ones(len(gt), bool)
     if config.skip_invalid and faces.attributes is not None and len(faces.attributes):
         usable = np.asarray(faces.attributes)[:, INVALID] == 0
-    best, which = best_overlap(regions, gt[usable])
+    best, which = best_overlap(cand_boxes, gt[usable])
     labels = np.full(len(regions), 2, np.int8)  # 2: dropped
     labels[best < NEGATIVE_IOU] = NEGATIVE
     labels[(best >= PART_IOU) & (best < POSITIVE_IOU)] = PART
     labels[best >= POSITIVE_IOU] = POSITIVE
     if (~usable).any():
-        near_invalid = best_overlap(regions, gt[~usable])[0] >= NEGATIVE_IOU
+        near_invalid = best_overlap(cand_boxes, gt[~usable])[0] >= NEGATIVE_IOU
         labels[(labels == NEGATIVE) & near_invalid] = 2
     negative = np.flatnonzero(labels == NEGATIVE)
     if config.max_negatives is not None and len(negative) > config.max_negatives:
@@ -185,7 +189,7 @@ def label_candidates(boxes: np.ndarray, scores: np.ndarray, faces: FaceBoxes, wi
     faces_pos = labels != NEGATIVE
     if len(gt[usable]):
         match = keep & faces_pos
-        targets[match] = _targets(regions[match], gt[usable][which[match]])
+        targets[match] = _targets(cand_boxes[match], gt[usable][which[match]], plus_one=True)
     return MinedPlan(regions[keep], labels[keep], targets[keep], scores[keep], len(regions))
 
 

@@ -199,11 +199,14 @@ def _inside(crops: np.ndarray, width: int, height: int) -> np.ndarray:
             & (crops[:, 3] <= height) & (crops[:, 2] > crops[:, 0]))
 
 
-def _targets(crops: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Regression targets of ``boxes`` relative to ``crops`` (fractions of the crop size)."""
+def _targets(crops: np.ndarray, boxes: np.ndarray, plus_one: bool = False) -> np.ndarray:
+    """Regression targets of ``boxes`` relative to ``crops`` (fractions of the crop size,
+    ``x2 - x1``, or ``x2 - x1 + 1`` with ``plus_one``: the inverse of
+    :func:`mtcnnkit.detect.boxes.calibrate` with the same flag)."""
     crops = crops.astype(np.float64)
-    w = crops[:, 2] - crops[:, 0]
-    h = crops[:, 3] - crops[:, 1]
+    extra = 1.0 if plus_one else 0.0
+    w = crops[:, 2] - crops[:, 0] + extra
+    h = crops[:, 3] - crops[:, 1] + extra
     scale = np.stack([w, h, w, h], axis=1)
     return ((np.asarray(boxes, np.float64) - crops) / scale).astype(np.float32)
 
