@@ -275,3 +275,29 @@ def test_worker_processes_give_the_same_weights(shards12: Path, tmp_path: Path) 
     ma = torch.load(a.last_path, weights_only=True)["model"]
     mb = torch.load(b.last_path, weights_only=True)["model"]
     assert all(torch.equal(ma[k], mb[k]) for k in ma)
+
+
+def test_training_batches_are_augmented_by_key(shards12: Path) -> None:
+    from mtcnnkit.data.augment import BatchAugment, mirror_box_targets
+    from mtcnnkit.data.shards import ShardDataset
+    from mtcnnkit.train.trainer import _BatchSource
+
+    data = ShardDataset(shards12)
+    idx = np.arange(len(data))
+    plain = data.batch(idx[:50])
+    always = _BatchSource(data, idx, BatchAugment(flip_p=1.0))[(0, 0, 0), idx[:50]]
+    torch.testing.assert_close(always[0], plain.images.flip(-1))
+    torch.testing.assert_close(always[2], torch.from_numpy(mirror_box_targets(
+        plain.boxes.numpy())))
+    off = _BatchSource(data, idx, BatchAugment(flip_p=0.0))[(0, 0, 0), idx[:50]]
+    torch.testing.assert_close(off[0], plain.images)
+    half = _BatchSource(data, idx, BatchAugment(flip_p=0.5))
+    a, b = half[(0, 3, 1), idx[:50]], half[(0, 3, 1), idx[:50]]
+    torch.testing.assert_close(a[0], b[0])
+    assert not torch.equal(a[0], plain.images) and not torch.equal(a[0], always[0])
+
+
+def test_unknown_augment_setting_is_an_error() -> None:
+    with pytest.raises(ValueError, match="augment"):
+        TrainConfig.from_dict({"augment": {"flip": 0.5}})
+    assert TrainConfig.from_dict({"augment": {"flip_p": 0.0}}).augment.flip_p == 0.0

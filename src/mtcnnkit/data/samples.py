@@ -70,6 +70,7 @@ from ..detect.boxes import iou
 from ..detect.sampling import IntegralImages, sample_regions
 from ..imageio import load_image
 from .annotations import WIDER_ATTRIBUTES, FaceBoxes, LandmarkSample
+from .augment import adjust_colour, mirror_box_targets, mirror_landmarks
 from .shards import (
     LANDMARK,
     NEGATIVE,
@@ -92,7 +93,6 @@ NEGATIVE_IOU, PART_IOU, POSITIVE_IOU = 0.3, 0.4, 0.65
 NEGATIVE_ROUNDS = 4  # vectorised candidate rounds for the random negatives of one image
 CROP_BLOCK = 4096  # crops resampled per sample_regions call (bounds memory on huge images)
 IOU_BLOCK = 4096  # candidate crops per IoU matrix
-FLIP_ORDER = np.array([1, 0, 2, 4, 3])  # left/right eye and mouth corner swap
 INVALID = WIDER_ATTRIBUTES.index("invalid")
 JOURNAL = "done.json"
 SUMMARY = "summary.json"
@@ -325,10 +325,9 @@ def plan_landmark_crops(box: Sequence[float], points: np.ndarray, width: int, he
         keep[:] = False
 
     targets = _targets(crops, np.repeat(b, k, axis=0))
-    flipped = targets[:, [2, 1, 0, 3]] * np.array([-1, 1, -1, 1], np.float32)
-    targets = np.where(flips[:, None], flipped, targets)
-    norm = np.where(flips[:, None, None], (norm * [-1, 1] + [1, 0])[:, FLIP_ORDER], norm)
-    landmarks = np.concatenate([norm[:, :, 0], norm[:, :, 1]], axis=1).astype(np.float32)
+    targets = np.where(flips[:, None], mirror_box_targets(targets), targets)
+    landmarks = np.concatenate([norm[:, :, 0], norm[:, :, 1]], axis=1)
+    landmarks = np.where(flips[:, None], mirror_landmarks(landmarks), landmarks).astype(np.float32)
     return LandmarkPlan(crops[keep], angles[keep], flips[keep], bright[keep], contrast[keep],
                         targets[keep], landmarks[keep])
 
@@ -382,19 +381,6 @@ def cut_crops(images: Sequence[np.ndarray], image_index: np.ndarray, regions: np
         end = start + CROP_BLOCK
         out[start:end] = to_uint8(
             sample_regions(integral, index[start:end], regions[start:end], size, size))
-    return out
-
-
-def jitter(crops: np.ndarray, brightness: np.ndarray, contrast: np.ndarray) -> np.ndarray:
-    """Brightness ``x * b`` then contrast ``(x - mean) * c + mean`` (mean of the crop),
-    rounded and clipped; crops whose factors are both 1 are returned unchanged."""
-    out = crops.copy()
-    todo = (brightness != 1) | (contrast != 1)
-    if todo.any():
-        x = crops[todo].astype(np.float32) * brightness[todo, None, None, None].astype(np.float32)
-        mean = x.mean(axis=(1, 2, 3), keepdims=True)
-        x = (x - mean) * contrast[todo, None, None, None].astype(np.float32) + mean
-        out[todo] = np.clip(np.rint(x), 0, 255).astype(np.uint8)
     return out
 
 
@@ -457,7 +443,7 @@ def landmark_samples(config: SampleConfig, item: LandmarkItem) -> Samples:
     plan = LandmarkPlan(*(np.concatenate([getattr(p, f) for p in plans])
                           for f in LandmarkPlan._fields))
     crops = cut_crops(sources, np.array(image_index), np.stack(regions), config.size)
-    crops = jitter(crops, plan.brightness, plan.contrast)
+    crops = adjust_colour(crops, plan.brightness, plan.contrast)
     crops[plan.flips] = crops[plan.flips][:, :, ::-1]
     return Samples(crops, np.full(len(crops), LANDMARK, np.int8), plan.boxes, plan.landmarks,
                    plan.crops.astype(np.float32))

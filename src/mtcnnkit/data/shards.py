@@ -371,13 +371,17 @@ class ShardDataset:
     def batch(self, indices: Sequence[int] | np.ndarray) -> Batch:
         """Torch tensors for training: normalised float32 NCHW images, int64 labels,
         float32 box and landmark targets."""
-        s = self.arrays(indices)
-        return Batch(
-            images=normalise_images(s.images),
-            labels=torch.from_numpy(s.labels.astype(np.int64)),
-            boxes=torch.from_numpy(s.boxes),
-            landmarks=torch.from_numpy(s.landmarks),
-        )
+        return to_batch(self.arrays(indices))
+
+
+def to_batch(s: Samples) -> Batch:
+    """In-memory samples as training tensors (see :meth:`ShardDataset.batch`)."""
+    return Batch(
+        images=normalise_images(s.images),
+        labels=torch.from_numpy(s.labels.astype(np.int64)),
+        boxes=torch.from_numpy(s.boxes),
+        landmarks=torch.from_numpy(s.landmarks),
+    )
 
 
 def summary(root: StrPath) -> dict[str, int]:

@@ -8,9 +8,12 @@ file with the step's result, written atomically; a step whose ``.done`` exists i
 ``train_pnet``         PNet on those samples
 ``mine_rnet``          24 px samples: PNet's detections on the training images
 ``prepare_landmarks``  24 and 48 px landmark samples from the CNN_FacePoint train list
-``train_rnet``         RNet on the mined + landmark 24 px samples
+``prepare_crops``      24 and 48 px positives / part faces / negatives cut around the training
+                       faces, as for PNet (they add the positives that mining alone finds
+                       too few of; ``rnet.samples`` / ``onet.samples``, zero counts: none)
+``train_rnet``         RNet on the mined + cut + landmark 24 px samples
 ``mine_onet``          48 px samples: PNet + RNet's detections on the training images
-``train_onet``         ONet on the mined + landmark 48 px samples
+``train_onet``         ONet on the mined + cut + landmark 48 px samples
 ``assemble``           ``out/weights.pt`` (mtcnnkit weights file; meta: config + best metrics)
 ``evaluate``           WIDER AP (easy/medium/hard) of ``weights.pt`` on the dev images,
                        written to ``out/eval.json``
@@ -49,8 +52,8 @@ StrPath = str | os.PathLike[str]
 Progress = Callable[[str, int, int], None]  # (description, done, total)
 Echo = Callable[[str], None]
 
-STEPS = ("prepare_pnet", "train_pnet", "mine_rnet", "prepare_landmarks", "train_rnet",
-         "mine_onet", "train_onet", "assemble", "evaluate")
+STEPS = ("prepare_pnet", "train_pnet", "mine_rnet", "prepare_landmarks", "prepare_crops",
+         "train_rnet", "mine_onet", "train_onet", "assemble", "evaluate")
 DONE = ".done"
 WEIGHTS_FILE = "weights.pt"
 EVAL_FILE = "eval.json"
@@ -87,30 +90,37 @@ def _landmark_samples() -> SampleConfig:
     return SampleConfig(size=24, landmark_attempts=10, workers=2)
 
 
+def _crop_samples() -> SampleConfig:
+    return SampleConfig(size=24, negatives_random=10, negatives_near=3, positive_attempts=20,
+                        workers=2)
+
+
 @dataclass
 class PNetStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        stage="pnet", epochs=10, batch_size=384, batches_per_epoch=300, lr=1e-3))
+        stage="pnet", epochs=30, batch_size=384, batches_per_epoch=300, lr=1e-3))
     samples: SampleConfig = field(default_factory=_pnet_samples)
 
 
 @dataclass
 class RNetStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        stage="rnet", epochs=10, batch_size=256, batches_per_epoch=200, lr=1e-3))
+        stage="rnet", epochs=16, batch_size=256, batches_per_epoch=300, lr=1e-3))
     mining: MiningConfig = field(default_factory=lambda: MiningConfig(
-        stage="rnet", pnet_threshold=0.5, min_face_size=20.0, max_negatives=60))
+        stage="rnet", pnet_threshold=0.6, min_face_size=20.0, max_negatives=60))
     landmarks: SampleConfig = field(default_factory=_landmark_samples)
+    samples: SampleConfig = field(default_factory=_crop_samples)
 
 
 @dataclass
 class ONetStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        stage="onet", epochs=8, batch_size=256, batches_per_epoch=150, lr=1e-3))
+        stage="onet", epochs=12, batch_size=256, batches_per_epoch=200, lr=1e-3))
     mining: MiningConfig = field(default_factory=lambda: MiningConfig(
-        stage="onet", pnet_threshold=0.5, rnet_threshold=0.6, min_face_size=20.0,
+        stage="onet", pnet_threshold=0.6, rnet_threshold=0.6, min_face_size=20.0,
         max_negatives=60))
     landmarks: SampleConfig = field(default_factory=_landmark_samples)
+    samples: SampleConfig = field(default_factory=_crop_samples)
 
 
 @dataclass
@@ -179,7 +189,7 @@ def _leaf(cls: type, base: Any, data: Any, where: str, fixed: Mapping[str, Any])
 
 def _stage(stage: str, base: Any, data: Any, device: str) -> Any:
     subs = {"samples": SampleConfig} if stage == "pnet" else {
-        "mining": MiningConfig, "landmarks": SampleConfig}
+        "mining": MiningConfig, "landmarks": SampleConfig, "samples": SampleConfig}
     allowed = [*_fields(TrainConfig, ("stage", "device")), *subs]
     values = _check_keys(data, allowed, stage)
     train_values = {k: v for k, v in values.items() if k not in subs}
@@ -188,8 +198,7 @@ def _stage(stage: str, base: Any, data: Any, device: str) -> Any:
     kwargs = {"train": train}
     for name, cls in subs.items():
         fixed: dict[str, Any] = ({"stage": stage} if cls is MiningConfig
-                                 else {"size": nets.INPUT_SIZE[stage] if name == "landmarks"
-                                       else 12})
+                                 else {"size": nets.INPUT_SIZE[stage]})
         kwargs[name] = _leaf(cls, getattr(base, name), values.get(name), f"{stage}.{name}",
                              fixed)
     return type(base)(**kwargs)
@@ -434,10 +443,26 @@ def prepare_landmarks(run: Run) -> dict[str, Any]:
     return out
 
 
+def prepare_crops(run: Run) -> dict[str, Any]:
+    faces = training_faces(run)
+    out = {}
+    for stage in ("rnet", "onet"):
+        cfg = getattr(run.config, stage).samples
+        out[str(cfg.size)] = generate_detection_samples(
+            faces, run.data_dir, run.step_dir("prepare_crops") / str(cfg.size), cfg,
+            progress=run.reporter(f"samples {cfg.size}px"))
+    return out
+
+
+def _sources(run: Run, stage: str) -> list[Path]:
+    """The shard folders RNet / ONet train on: mined, cut around faces, landmarks."""
+    size = str(nets.INPUT_SIZE[stage])
+    return [run.step_dir(f"mine_{stage}") / "samples", run.step_dir("prepare_crops") / size,
+            run.step_dir("prepare_landmarks") / size]
+
+
 def train_rnet(run: Run) -> dict[str, Any]:
-    size = run.config.rnet.landmarks.size
-    return _train(run, "rnet", [run.step_dir("mine_rnet") / "samples",
-                                run.step_dir("prepare_landmarks") / str(size)])
+    return _train(run, "rnet", _sources(run, "rnet"))
 
 
 def mine_onet(run: Run) -> dict[str, Any]:
@@ -445,9 +470,7 @@ def mine_onet(run: Run) -> dict[str, Any]:
 
 
 def train_onet(run: Run) -> dict[str, Any]:
-    size = run.config.onet.landmarks.size
-    return _train(run, "onet", [run.step_dir("mine_onet") / "samples",
-                                run.step_dir("prepare_landmarks") / str(size)])
+    return _train(run, "onet", _sources(run, "onet"))
 
 
 def assemble(run: Run) -> dict[str, Any]:
@@ -485,14 +508,16 @@ def evaluate(run: Run) -> dict[str, Any]:
 
 STEP_FUNCTIONS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "prepare_pnet": prepare_pnet, "train_pnet": train_pnet, "mine_rnet": mine_rnet,
-    "prepare_landmarks": prepare_landmarks, "train_rnet": train_rnet, "mine_onet": mine_onet,
+    "prepare_landmarks": prepare_landmarks, "prepare_crops": prepare_crops,
+    "train_rnet": train_rnet, "mine_onet": mine_onet,
     "train_onet": train_onet, "assemble": assemble, "evaluate": evaluate,
 }
 REQUIRES: dict[str, tuple[str, ...]] = {
     "prepare_pnet": (), "train_pnet": ("prepare_pnet",), "mine_rnet": ("train_pnet",),
-    "prepare_landmarks": (), "train_rnet": ("mine_rnet", "prepare_landmarks"),
+    "prepare_landmarks": (), "prepare_crops": (),
+    "train_rnet": ("mine_rnet", "prepare_landmarks", "prepare_crops"),
     "mine_onet": ("train_pnet", "train_rnet"),
-    "train_onet": ("mine_onet", "prepare_landmarks"),
+    "train_onet": ("mine_onet", "prepare_landmarks", "prepare_crops"),
     "assemble": ("train_pnet", "train_rnet", "train_onet"), "evaluate": ("assemble",),
 }
 # what a step leaves outside its own folder
@@ -570,7 +595,7 @@ def describe(report: StepReport) -> str:
     """One line summarising a step's result, for the stage table."""
     r = report.result
     if report.step.startswith(("prepare", "mine")):
-        if report.step == "prepare_landmarks":
+        if report.step in ("prepare_landmarks", "prepare_crops"):
             return ", ".join(f"{size}px: {c.get('total', 0)}" for size, c in r.items()
                              if isinstance(c, dict))
         counts = (f"{k} {r[k]}" for k in ("positive", "part", "negative", "landmark")

@@ -41,7 +41,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import nets
-from ..data.shards import LANDMARK, NEGATIVE, PART, POSITIVE, ShardDataset
+from ..data.augment import BatchAugment
+from ..data.shards import LANDMARK, NEGATIVE, PART, POSITIVE, ShardDataset, to_batch
 from .losses import MultiTaskLoss, stage_loss
 from .metrics import EpochMetrics, plot_metrics, write_csv
 
@@ -77,9 +78,16 @@ class TrainConfig:
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
     amp: bool = False  # mixed precision; only takes effect on CUDA
     val_fraction: float = 0.1  # used when no val shard root is given; split by source item
+    augment: BatchAugment = field(default_factory=BatchAugment)  # training batches only
 
     def __post_init__(self) -> None:
         self.batch_ratio = tuple(float(r) for r in self.batch_ratio)  # type: ignore[assignment]
+        if isinstance(self.augment, Mapping):
+            known = {f.name for f in dataclasses.fields(BatchAugment)}
+            unknown = sorted(set(self.augment) - known)
+            if unknown:
+                raise ValueError(f"unknown augment settings {unknown}; known: {sorted(known)}")
+            self.augment = BatchAugment(**self.augment)
         if self.arch is None:
             self.arch = self.stage
         if self.stage not in nets.STAGES:
@@ -200,14 +208,36 @@ class _Stream:
         return np.concatenate(out) if out else self.pool[:0]
 
 
+class _KeyedBatches:
+    """The sampler's batches as ``(key, indices)``, ``key = (seed, epoch, batch number)``:
+    what the augmentation of a batch is drawn from, whichever worker loads it."""
+
+    def __init__(self, sampler: BalancedBatchSampler) -> None:
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[tuple[int, int, int], np.ndarray]]:
+        s = self.sampler
+        for number, indices in enumerate(s):
+            yield (s.seed, s.epoch, number), indices
+
+
 class _BatchSource(torch.utils.data.Dataset):
-    """Index arrays in, :class:`~mtcnnkit.data.shards.Batch` out (for a DataLoader)."""
+    """``(key, indices)`` in, an augmented :class:`~mtcnnkit.data.shards.Batch` out (for a
+    DataLoader)."""
 
-    def __init__(self, data: ShardDataset, index_map: np.ndarray) -> None:
-        self.data, self.index_map = data, index_map
+    def __init__(self, data: ShardDataset, index_map: np.ndarray, augment: BatchAugment) -> None:
+        self.data, self.index_map, self.augment = data, index_map, augment
 
-    def __getitem__(self, indices: np.ndarray) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return tuple(self.data.batch(self.index_map[indices]))  # type: ignore[return-value]
+    def __getitem__(self, item: tuple[tuple[int, ...], np.ndarray]
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        key, indices = item
+        samples = self.data.arrays(self.index_map[indices])
+        if self.augment.active:
+            samples = self.augment(samples, (*key, 0xA6))
+        return tuple(to_batch(samples))  # type: ignore[return-value]
 
     def __len__(self) -> int:
         return len(self.index_map)
@@ -389,7 +419,8 @@ def train_stage(config: TrainConfig, train_root: str | os.PathLike[str],
     # workers start from a fork server, not a fork of this process: forking after torch,
     # OpenVINO or ncnn started their thread pools can crash the child (seen here)
     loader = torch.utils.data.DataLoader(
-        _BatchSource(train_data, train_idx), sampler=sampler, batch_size=None,
+        _BatchSource(train_data, train_idx, config.augment), sampler=_KeyedBatches(sampler),
+        batch_size=None,
         num_workers=config.num_workers, pin_memory=device.type == "cuda",
         multiprocessing_context="forkserver" if config.num_workers > 0 else None)
 

@@ -1,0 +1,100 @@
+"""Photometric and mirror augmentation of packed samples (uint8 NHWC crops + targets).
+
+Used twice: by :mod:`mtcnnkit.data.samples` when it writes landmark samples, and by the
+trainer on every training batch (:class:`BatchAugment`), so one flip convention serves both:
+
+* box targets are offsets of the face corners as fractions of the crop size,
+  ``(dx1, dy1, dx2, dy2)``; mirroring the crop maps them to ``(-dx2, dy1, -dx1, dy2)``;
+* landmarks are ``(x1..x5, y1..y5)`` as fractions of the crop; mirroring maps ``x -> 1 - x``
+  and swaps the left/right eyes and mouth corners, so point 0 stays the eye on the image's
+  left (the order of the CNN_FacePoint lists and of the detector's output).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from .shards import LANDMARK, Samples
+
+FLIP_ORDER = np.array([1, 0, 2, 4, 3])  # left/right eye and mouth corner swap
+
+
+def mirror_box_targets(targets: np.ndarray) -> np.ndarray:
+    """Box targets ``(N, 4)`` of horizontally mirrored crops."""
+    t = np.asarray(targets)
+    return np.stack([-t[:, 2], t[:, 1], -t[:, 0], t[:, 3]], axis=1).astype(t.dtype)
+
+
+def mirror_landmarks(landmarks: np.ndarray) -> np.ndarray:
+    """Landmark targets ``(N, 10)`` (five x, then five y) of horizontally mirrored crops."""
+    lm = np.asarray(landmarks)
+    xs, ys = 1 - lm[:, :5][:, FLIP_ORDER], lm[:, 5:][:, FLIP_ORDER]
+    return np.concatenate([xs, ys], axis=1).astype(lm.dtype)
+
+
+def adjust_colour(crops: np.ndarray, brightness: np.ndarray, contrast: np.ndarray) -> np.ndarray:
+    """Brightness ``x * b`` then contrast ``(x - mean) * c + mean`` (mean of the crop),
+    rounded and clipped; crops whose factors are both 1 are returned unchanged."""
+    out = crops.copy()
+    todo = (brightness != 1) | (contrast != 1)
+    if todo.any():
+        x = crops[todo].astype(np.float32) * brightness[todo, None, None, None].astype(np.float32)
+        mean = x.mean(axis=(1, 2, 3), keepdims=True)
+        x = (x - mean) * contrast[todo, None, None, None].astype(np.float32) + mean
+        out[todo] = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    return out
+
+
+def mirror(samples: Samples, flips: np.ndarray) -> Samples:
+    """``samples`` with the crops selected by the boolean mask ``flips`` mirrored, their box
+    targets and (landmark samples only) landmarks with them. Negatives carry zero box
+    targets, which mirror to zeros."""
+    flips = np.asarray(flips, dtype=bool)
+    if not flips.any():
+        return samples
+    images, boxes, landmarks = samples.images.copy(), samples.boxes.copy(), samples.landmarks.copy()
+    images[flips] = images[flips][:, :, ::-1]
+    boxes[flips] = mirror_box_targets(boxes[flips])
+    lm = flips & (samples.labels == LANDMARK)
+    landmarks[lm] = mirror_landmarks(landmarks[lm])
+    return dataclasses.replace(samples, images=images, boxes=boxes, landmarks=landmarks)
+
+
+@dataclass(frozen=True)
+class BatchAugment:
+    """Random augmentation of training batches: horizontal flip with probability ``flip_p``;
+    colour jitter with probability ``jitter_p`` (brightness and contrast factors drawn from
+    ``1 +- brightness`` / ``1 +- contrast``). Draws depend only on ``key`` (e.g. seed,
+    epoch, batch number), so a resumed run sees the same batches."""
+
+    flip_p: float = 0.5
+    jitter_p: float = 0.0
+    brightness: float = 0.2
+    contrast: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("flip_p", "jitter_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("brightness", "contrast"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def active(self) -> bool:
+        return self.flip_p > 0 or self.jitter_p > 0
+
+    def __call__(self, samples: Samples, key: tuple[int, ...]) -> Samples:
+        n = len(samples.labels)
+        rng = np.random.default_rng(list(key))
+        flips = rng.random(n) < self.flip_p
+        jitter = rng.random(n) < self.jitter_p
+        bright = np.where(jitter, 1 + rng.uniform(-self.brightness, self.brightness, n), 1.0)
+        contrast = np.where(jitter, 1 + rng.uniform(-self.contrast, self.contrast, n), 1.0)
+        if jitter.any():
+            samples = dataclasses.replace(
+                samples, images=adjust_colour(samples.images, bright, contrast))
+        return mirror(samples, flips)

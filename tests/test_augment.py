@@ -1,0 +1,96 @@
+"""Mirror and colour augmentation of packed samples (mtcnnkit.data.augment)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mtcnnkit.data.augment import (
+    BatchAugment,
+    adjust_colour,
+    mirror,
+    mirror_box_targets,
+    mirror_landmarks,
+)
+from mtcnnkit.data.shards import LANDMARK, NEGATIVE, POSITIVE, Samples
+
+
+def test_mirrored_targets_describe_the_mirrored_face() -> None:
+    rng = np.random.default_rng(0)
+    side = 40.0
+    face = np.stack([rng.uniform(-5, 15, 50), rng.uniform(-5, 15, 50),
+                     rng.uniform(25, 45, 50), rng.uniform(25, 45, 50)], 1)
+    crop = np.array([0.0, 0.0, side, side])
+    targets = (face - crop) / side  # corner offsets as fractions of the crop size
+    mirrored_face = np.stack([side - face[:, 2], face[:, 1], side - face[:, 0], face[:, 3]], 1)
+    np.testing.assert_allclose(crop + mirror_box_targets(targets) * side, mirrored_face,
+                               atol=1e-12)
+    np.testing.assert_array_equal(mirror_box_targets(mirror_box_targets(targets)), targets)
+
+
+def test_mirrored_landmarks_swap_sides() -> None:
+    # left eye, right eye, nose, left mouth corner, right mouth corner (image left = "left")
+    xs = np.array([0.3, 0.7, 0.52, 0.35, 0.65])
+    ys = np.array([0.35, 0.33, 0.55, 0.75, 0.76])
+    out = mirror_landmarks(np.concatenate([xs, ys])[None])[0]
+    # the mirrored right eye (x = 0.7 -> 0.3) is now the eye on the left, at its own height
+    np.testing.assert_allclose(out[:5], [0.3, 0.7, 0.48, 0.35, 0.65])
+    np.testing.assert_allclose(out[5:], [0.33, 0.35, 0.55, 0.76, 0.75])
+    assert out[0] < out[1] and out[3] < out[4]
+    np.testing.assert_allclose(mirror_landmarks(out[None])[0], np.concatenate([xs, ys]))
+
+
+def _samples(n: int, size: int = 12, seed: int = 0) -> Samples:
+    rng = np.random.default_rng(seed)
+    labels = np.array([POSITIVE, NEGATIVE, LANDMARK] * n, np.int8)[:n]
+    boxes = np.where(labels[:, None] == NEGATIVE, 0,
+                     rng.uniform(-0.2, 0.2, (n, 4))).astype(np.float32)
+    landmarks = np.where(labels[:, None] == LANDMARK,
+                         rng.uniform(0.1, 0.9, (n, 10)), 0).astype(np.float32)
+    return Samples(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), labels, boxes,
+                   landmarks, np.zeros((n, 4), np.float32))
+
+
+def test_mirror_selected_samples_only() -> None:
+    s = _samples(9)
+    flips = np.array([1, 1, 1, 0, 0, 0, 1, 0, 1], bool)
+    out = mirror(s, flips)
+    np.testing.assert_array_equal(out.images[flips], s.images[flips][:, :, ::-1])
+    np.testing.assert_array_equal(out.images[~flips], s.images[~flips])
+    np.testing.assert_array_equal(out.boxes[flips], mirror_box_targets(s.boxes[flips]))
+    np.testing.assert_array_equal(out.boxes[~flips], s.boxes[~flips])
+    lm = flips & (s.labels == LANDMARK)
+    np.testing.assert_array_equal(out.landmarks[lm], mirror_landmarks(s.landmarks[lm]))
+    np.testing.assert_array_equal(out.landmarks[~lm], s.landmarks[~lm])  # zeros stay zeros
+    np.testing.assert_array_equal(out.labels, s.labels)
+    assert not (out.boxes[s.labels == NEGATIVE]).any()
+
+
+def test_colour_adjustment() -> None:
+    crops = np.full((3, 4, 4, 3), 100, np.uint8)
+    crops[:, 0] = 50
+    out = adjust_colour(crops, np.array([1.0, 1.2, 3.0]), np.array([1.0, 1.0, 1.0]))
+    np.testing.assert_array_equal(out[0], crops[0])
+    np.testing.assert_array_equal(out[1], np.rint(crops[1] * 1.2).astype(np.uint8))
+    assert out[2].max() == 255  # clipped
+    flat = adjust_colour(crops[:1], np.array([1.0]), np.array([0.0]))
+    assert np.ptp(flat) == 0  # contrast 0: every pixel at the crop mean
+
+
+def test_batch_augment_depends_on_key_only() -> None:
+    s = _samples(400)
+    aug = BatchAugment(flip_p=0.5, jitter_p=0.5)
+    a, b, c = aug(s, (0, 1, 2)), aug(s, (0, 1, 2)), aug(s, (0, 1, 3))
+    np.testing.assert_array_equal(a.images, b.images)
+    assert not np.array_equal(a.images, c.images)
+    flipped = (a.boxes != s.boxes).any(1)
+    assert 0.35 < flipped[s.labels != NEGATIVE].mean() < 0.65
+    assert not BatchAugment(flip_p=0.0).active
+    same = BatchAugment(flip_p=0.0)(s, (1,))
+    np.testing.assert_array_equal(same.images, s.images)
+
+
+@pytest.mark.parametrize("kwargs", [{"flip_p": 1.5}, {"jitter_p": -0.1}, {"brightness": 1.0}])
+def test_bad_settings(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        BatchAugment(**kwargs)
