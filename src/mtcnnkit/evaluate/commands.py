@@ -19,6 +19,7 @@ from ..cli_support import (
     progress_bar,
     write_json_atomic,
 )
+from ..detect.cascade import StageTimes
 from . import wider
 from .plots import plot_wider_pr
 
@@ -46,11 +47,12 @@ ImagesOption = Annotated[Path | None, typer.Option(
 
 
 def _predict_with_progress(detector, paths: list[Path], batch_size: int, label: str,
-                           quiet: bool) -> dict:
+                           quiet: bool, times: StageTimes | None = None) -> dict:
     with progress_bar(Console(stderr=True), quiet) as progress:
         task = progress.add_task(label, total=len(paths))
         return wider.predict(detector, paths, batch_size,
-                             progress=lambda done, _total: progress.update(task, completed=done))
+                             progress=lambda done, _total: progress.update(task, completed=done),
+                             times=times)
 
 
 def _image_list(data: Path, images: Path | None) -> list[Path]:
@@ -331,8 +333,10 @@ def compare_command(
         detector = make_detector(weights=weights, device=device, num_threads=threads,
                                  batch_size=batch_size, **settings)
         started = time.perf_counter()
-        predictions = _predict_with_progress(detector, paths, batch_size, name, quiet)
+        counts = StageTimes(synchronize=False)
+        predictions = _predict_with_progress(detector, paths, batch_size, name, quiet, counts)
         seconds = time.perf_counter() - started
+        per_image = {k: v / max(len(paths), 1) for k, v in counts.counts.items()}
         wider.write_predictions(out / name / "predictions", predictions)
         result = wider.evaluate_wider(predictions, gt, keys)
         curves[name] = result.curves
@@ -340,15 +344,16 @@ def compare_command(
         rows.append(f"| {name} | {weights} | {c.min_face_size:g} | "
                     f"{'/'.join(f'{t:g}' for t in c.thresholds)} | {c.scale_factor:g} | "
                     + " | ".join(f"{result.ap[lv]:.4f}" for lv in wider.LEVELS)
-                    + f" | {result.n_predictions} | {seconds:.1f} |")
+                    + f" | {result.n_predictions} | {per_image.get('pnet_candidates', 0):.1f}"
+                    f" | {per_image.get('rnet_survivors', 0):.1f} | {seconds:.1f} |")
         if not quiet:
             err.print(f"{name}: {result.summary()}", highlight=False, markup=False)
     table = "\n".join([
         f"WIDER FACE val, {len(keys)} images"
         + (f" ({images})" if images else "") + ", official protocol.", "",
         "| run | weights | min face | thresholds | scale factor | easy | medium | hard "
-        "| predictions | detect s |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|", *rows, ""])
+        "| predictions | PNet candidates / image | RNet survivors / image | detect s |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|", *rows, ""])
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text(table)
     plot_wider_pr(curves, out)

@@ -26,6 +26,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.io
@@ -296,12 +297,15 @@ Progress = Callable[[int, int], None]
 
 
 def predict(detector, image_paths: Sequence[str | os.PathLike], batch_size: int = 8,
-            progress: Progress | None = None) -> dict[str, np.ndarray]:
-    """Run a `Detector` over WIDER images; returns key -> (M, 5) ``x y w h score``."""
+            progress: Progress | None = None, times: Any = None) -> dict[str, np.ndarray]:
+    """Run a `Detector` over WIDER images; returns key -> (M, 5) ``x y w h score``.
+    ``times`` (a :class:`mtcnnkit.detect.cascade.StageTimes`) collects stage times and
+    candidate counts over all images."""
     out: dict[str, np.ndarray] = {}
     for start in range(0, len(image_paths), batch_size):
         chunk = image_paths[start:start + batch_size]
-        for path, det in zip(chunk, detector.detect_tensors(list(chunk)), strict=True):
+        found = detector.detect_tensors(list(chunk), times=times)
+        for path, det in zip(chunk, found, strict=True):
             out[image_key(path)] = to_wider_boxes(det.boxes.numpy(), det.scores.numpy())
         if progress is not None:
             progress(min(start + batch_size, len(image_paths)), len(image_paths))

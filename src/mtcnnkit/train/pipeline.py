@@ -397,8 +397,14 @@ def _mine(run: Run, stage: str, trained: Sequence[str]) -> dict[str, Any]:
     # the miner's resume fingerprint sees source and meta: tie it to the weights' content
     cascade.meta = {s: _sha256(out / "weights" / f"{s}.pt") for s in trained}
     detector = mining_detector(cascade, cfg, device=run.config.device)
-    return mine(detector, training_faces(run), run.data_dir, out / "samples", cfg,
-                progress=run.reporter(f"mine {stage}"))
+    counts = mine(detector, training_faces(run), run.data_dir, out / "samples", cfg,
+                  progress=run.reporter(f"mine {stage}"))
+    if counts.get("positive", 0) + counts.get("part", 0) == 0:
+        run.say(f"[mine_{stage}] warning: no face among {counts.get('candidates', 0)} "
+                f"candidates of {counts.get('images', 0)} images; {stage} learns faces from "
+                "the cut and landmark samples only. Train the earlier net(s) longer or lower "
+                f"{stage}.mining thresholds.")
+    return counts
 
 
 def _train(run: Run, stage: str, sources: Sequence[Path]) -> dict[str, Any]:
