@@ -358,3 +358,48 @@ def compare_command(
     (out / "compare.md").write_text(table)
     plot_wider_pr(curves, out)
     typer.echo(table)
+
+
+@eval_app.command("nets")
+def nets_command(
+    run: Annotated[Path, typer.Option(metavar="RUN_DIR",
+                                      help="Output folder of `mtcnnkit train`.")],
+    compare: Annotated[list[str] | None, typer.Option(
+        "--compare", metavar="NAME=WEIGHTS",
+        help="Other weights scored on the same samples; repeat, e.g. --compare "
+             "reference=reference.")] = None,
+    stages: Annotated[str, typer.Option(help="Comma-separated nets to score.")
+                      ] = "pnet,rnet,onet",
+    out: Annotated[Path | None, typer.Option(metavar="FILE", show_default=False,
+                                             help="Also write the table (markdown) here.")
+                   ] = None,
+    device: DeviceOption = "cpu",
+) -> None:
+    """Per-net validation table of a training run: each net's held-out samples (the ones
+    the run's trainer set aside) scored by the run's nets (RUN_DIR/weights.pt) and by the
+    --compare weights: cls loss, offset loss, landmark loss, cls accuracy, positive recall."""
+    from ..weights import load_weights
+    from .report import validate_run, validation_table
+
+    chosen = tuple(s.strip() for s in stages.split(",") if s.strip())
+    unknown = [s for s in chosen if s not in ("pnet", "rnet", "onet")]
+    if unknown or not chosen:
+        raise typer.BadParameter(f"unknown net(s) {unknown}; use pnet, rnet, onet",
+                                 param_hint="'--stages'")
+    specs = [("this run", str(run / "weights.pt"))]
+    for spec in compare or []:
+        name, sep, weights = spec.partition("=")
+        if not sep or not name or not weights:
+            raise typer.BadParameter(f"expected NAME=WEIGHTS, got {spec!r}",
+                                     param_hint="'--compare'")
+        specs.append((name, weights))
+    try:
+        loaded = {name: load_weights(weights) for name, weights in specs}
+        results = validate_run(run, loaded, chosen, device=device)
+    except (FileNotFoundError, ValueError) as e:
+        raise fail(str(e), 2) from None
+    table = validation_table(results)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(table + "\n", encoding="utf-8")
+    typer.echo(table)

@@ -105,7 +105,8 @@ class PNetStageConfig:
 @dataclass
 class RNetStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        stage="rnet", epochs=16, batch_size=256, batches_per_epoch=300, lr=1e-3))
+        stage="rnet", epochs=16, batch_size=256, batches_per_epoch=300, lr=1e-3,
+        batch_ratio=(2, 1, 1, 2)))
     mining: MiningConfig = field(default_factory=lambda: MiningConfig(
         stage="rnet", pnet_threshold=0.6, min_face_size=20.0, max_negatives=60))
     landmarks: SampleConfig = field(default_factory=_landmark_samples)
@@ -115,7 +116,8 @@ class RNetStageConfig:
 @dataclass
 class ONetStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        stage="onet", epochs=12, batch_size=256, batches_per_epoch=200, lr=1e-3))
+        stage="onet", epochs=12, batch_size=256, batches_per_epoch=200, lr=1e-3,
+        batch_ratio=(2, 1, 1, 2)))
     mining: MiningConfig = field(default_factory=lambda: MiningConfig(
         stage="onet", pnet_threshold=0.6, rnet_threshold=0.6, min_face_size=20.0,
         max_negatives=60))
