@@ -22,6 +22,35 @@ Training batches come from :class:`BalancedBatchSampler` (neg:pos:part:landmark 
 default; the landmark share is dropped for nets without a landmark head). The train metrics
 are those of the training batches (OHEM loss, balanced sampling); val metrics are computed on
 every val sample once, without OHEM.
+
+Several processes (DistributedDataParallel)
+-------------------------------------------
+Calling :func:`train_stage` from a script started by ``torchrun`` (e.g. ``torchrun
+--nnodes=2 --nproc_per_node=4 train.py``, the script calling ``train_stage`` as usual) trains
+with one process per rank. The run is recognised by ``WORLD_SIZE`` > 1 in the environment
+(or an already initialised process group of several processes); the process group is then
+initialised from the environment (NCCL on CUDA, gloo on CPU) and destroyed again at the end.
+With ``device`` "cuda" or "auto" each rank uses ``cuda:LOCAL_RANK``; an explicit "cuda:N" is
+used as given.
+
+* Batches: every rank draws the same global batches (same seed and epoch) and trains on its
+  share ``indices[rank::world_size]``, so ``batch_size`` stays the global batch size and
+  the result does not depend on data loader scheduling. Each rank's loss is weighted by its
+  share of each task's samples, so the averaged gradient is that of the global batch's
+  loss (exactly without OHEM; with OHEM every rank keeps the hardest ``ohem_ratio`` of its
+  own share). The augmentation of a share is drawn from the batch's key plus the rank
+  ``(seed, epoch, batch, rank)``: deterministic, independent between ranks, but not the
+  draw a single process would make for the same samples.
+* Metrics: the train metrics are summed over the ranks (the table is that of the global
+  batches); the val samples are split between the ranks and their metrics summed too. The
+  row of rank 0 is broadcast, so all ranks take the same "best" decision.
+* Files: only rank 0 writes (``last.pt``, ``best.pt``, the metrics), echoes and reports
+  progress; the files hold the plain net's state dict (no ``module.`` prefix), exactly as a
+  single-process run writes them. ``out_dir`` needs to be on rank 0's machine only.
+* Resume: rank 0 reads ``last.pt`` and broadcasts it, so all ranks continue from the same
+  state. A checkpoint resumes under any number of processes, single-process included;
+  bit-exact (on CPU) only under the number it was written with, as the shares and their
+  augmentation draws depend on it.
 """
 
 from __future__ import annotations
@@ -43,6 +72,8 @@ from torch import Tensor, nn
 from .. import nets
 from ..data.augment import BatchAugment
 from ..data.shards import LANDMARK, NEGATIVE, PART, POSITIVE, ShardDataset, to_batch
+from . import distributed
+from .distributed import DistContext
 from .losses import MultiTaskLoss, stage_loss
 from .metrics import EpochMetrics, plot_metrics, write_csv
 
@@ -243,6 +274,26 @@ class _BatchSource(torch.utils.data.Dataset):
         return len(self.index_map)
 
 
+class _RankBatchSource(_BatchSource):
+    """Under DDP: this rank's share ``indices[rank::world_size]`` of a global batch,
+    augmented with draws keyed on ``(*key, rank)``, plus the global batch's sample counts of
+    the cls, box and landmark tasks (for :func:`~mtcnnkit.train.distributed.shard_total`)."""
+
+    def __init__(self, data: ShardDataset, index_map: np.ndarray, augment: BatchAugment,
+                 rank: int, world_size: int) -> None:
+        super().__init__(data, index_map, augment)
+        self.rank, self.world_size = rank, world_size
+
+    def __getitem__(self, item: tuple[tuple[int, ...], np.ndarray]
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        key, indices = item
+        share = super().__getitem__(((*key, self.rank), indices[self.rank::self.world_size]))
+        labels = self.data.labels[self.index_map[indices]]
+        pos, neg = labels == POSITIVE, labels == NEGATIVE
+        counts = [(pos | neg).sum(), (pos | (labels == PART)).sum(), (labels == LANDMARK).sum()]
+        return (*share, torch.tensor([int(c) for c in counts]))
+
+
 @dataclass
 class TrainResult:
     out_dir: Path
@@ -325,6 +376,12 @@ def _make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer
 def evaluate(net: nn.Module, data: ShardDataset, indices: np.ndarray, loss: MultiTaskLoss,
              batch_size: int, device: torch.device) -> dict[str, float]:
     """Metrics of ``net`` on the samples ``indices`` (each once, in order)."""
+    return _evaluate_metrics(net, data, indices, loss, batch_size, device).as_row()
+
+
+def _evaluate_metrics(net: nn.Module, data: ShardDataset, indices: np.ndarray,
+                      loss: MultiTaskLoss, batch_size: int, device: torch.device
+                      ) -> EpochMetrics:
     metrics = EpochMetrics()
     was_training = net.training
     net.eval()
@@ -336,7 +393,7 @@ def evaluate(net: nn.Module, data: ShardDataset, indices: np.ndarray, loss: Mult
             parts = loss(outputs, labels, b.boxes.to(device), b.landmarks.to(device))
             metrics.update(parts, outputs[0], labels)
     net.train(was_training)
-    return metrics.as_row()
+    return metrics
 
 
 def _is_better(value: float, best: float | None, metric: str) -> bool:
@@ -372,15 +429,52 @@ def train_stage(config: TrainConfig, train_root: str | os.PathLike[str],
     ``resume=True`` continues from ``out_dir/last.pt`` (bit-exact on CPU: the same weights
     as an uninterrupted run); its saved config must match. ``progress(done, total)`` is
     called after every training batch with the batches done and planned over all epochs.
-    ``echo`` receives one line per epoch (None: silent).
+    ``echo`` receives one line per epoch (None: silent). Under ``torchrun`` every rank calls
+    this and gets the same result; only rank 0 writes files, echoes and reports progress.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    if not distributed.launched():
+        return _train(config, train_root, val_root, Path(out_dir), resume, progress, echo,
+                      device, DistContext())
+    device = distributed.rank_device(config.device, device)
+    ctx = distributed.setup(device)
+    try:
+        return _train(config, train_root, val_root, Path(out_dir), resume, progress, echo,
+                      device, ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _read_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """The training checkpoint at ``path`` (None if there is none), checked against
+    ``config``."""
+    if not path.is_file():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an mtcnnkit training checkpoint")
+    saved = dict(ckpt["config"])
+    mine = config.to_dict()
+    differ = sorted(k for k in mine if k not in ("epochs", "device", "num_workers", "amp")
+                    and saved.get(k) != mine[k])
+    if differ:
+        raise ValueError(f"{path}: saved with different settings {differ}")
+    return ckpt
+
+
+def _train(config: TrainConfig, train_root: str | os.PathLike[str],
+           val_root: str | os.PathLike[str] | None, out: Path, resume: bool,
+           progress: Progress | None, echo: Callable[[str], None] | None,
+           device: torch.device, ctx: DistContext) -> TrainResult:
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     last_path, best_path = out / "last.pt", out / "best.pt"
     csv_path, png_path = out / "metrics.csv", out / "metrics.png"
-    device = resolve_device(config.device)
     use_amp = bool(config.amp and device.type == "cuda")
     size = nets.INPUT_SIZE[config.stage]  # type: ignore[index]
+    if config.batch_size < ctx.world_size:
+        raise ValueError(f"batch_size {config.batch_size} is smaller than the "
+                         f"{ctx.world_size} processes that share every batch")
 
     train_data = ShardDataset(train_root)
     if len(train_data) == 0:
@@ -416,26 +510,21 @@ def train_stage(config: TrainConfig, train_root: str | os.PathLike[str],
         ratio[RATIO_LABELS.index(LANDMARK)] = 0.0
     sampler = BalancedBatchSampler(train_data.labels[train_idx], ratio, config.batch_size,
                                    config.seed, config.batches_per_epoch)
+    source = (_RankBatchSource(train_data, train_idx, config.augment, ctx.rank,
+                               ctx.world_size) if ctx.active
+              else _BatchSource(train_data, train_idx, config.augment))
     # workers start from a fork server, not a fork of this process: forking after torch,
     # OpenVINO or ncnn started their thread pools can crash the child (seen here)
     loader = torch.utils.data.DataLoader(
-        _BatchSource(train_data, train_idx, config.augment), sampler=_KeyedBatches(sampler),
-        batch_size=None,
+        source, sampler=_KeyedBatches(sampler), batch_size=None,
         num_workers=config.num_workers, pin_memory=device.type == "cuda",
         multiprocessing_context="forkserver" if config.num_workers > 0 else None)
 
     history: list[dict[str, float]] = []
     start_epoch, best_value, best_epoch = 0, None, -1
-    if resume and last_path.is_file():
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{last_path}: not an mtcnnkit training checkpoint")
-        saved = dict(ckpt["config"])
-        mine = config.to_dict()
-        differ = sorted(k for k in mine if k not in ("epochs", "device", "num_workers", "amp")
-                        and saved.get(k) != mine[k])
-        if differ:
-            raise ValueError(f"{last_path}: saved with different settings {differ}")
+    ckpt = distributed.on_main(ctx, lambda: _read_checkpoint(last_path, config)
+                               if resume else None)
+    if ckpt is not None:
         net.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -445,6 +534,11 @@ def train_stage(config: TrainConfig, train_root: str | os.PathLike[str],
         start_epoch = int(ckpt["epoch"]) + 1
         best_value, best_epoch = ckpt["best_value"], int(ckpt["best_epoch"])
         history = [dict(r) for r in ckpt["history"]]
+    # DDP averages the gradients of the ranks; files always hold the plain net's weights
+    model: nn.Module = net
+    if ctx.active:
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
 
     total_batches = config.epochs * len(sampler)
     done = start_epoch * len(sampler)
@@ -454,62 +548,65 @@ def train_stage(config: TrainConfig, train_root: str | os.PathLike[str],
         train_metrics = EpochMetrics()
         lr = optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
-        for images, labels, boxes, lms in loader:
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
+        for batch in loader:
+            images = batch[0].to(device, non_blocking=True)
+            labels = batch[1].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                outputs = net(images)
-            parts = loss_fn(outputs, labels, boxes.to(device), lms.to(device))
+                outputs = model(images)
+            parts = loss_fn(outputs, labels, batch[2].to(device), batch[3].to(device))
+            total = (distributed.shard_total(parts, loss_fn, outputs, batch[4].tolist(),
+                                             ctx.world_size) if ctx.active else parts.total)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(parts.total).backward()
+            scaler.scale(total).backward()
             scaler.step(optimizer)
             scaler.update()
             train_metrics.update(parts, outputs[0].detach(), labels)
             done += 1
-            if progress is not None:
+            if progress is not None and ctx.is_main:
                 progress(done, total_batches)
         seconds = time.perf_counter() - t0
-        seen_total += train_metrics.n_samples
-        time_total += seconds
         scheduler.step()
+        distributed.reduce_metrics(ctx, train_metrics)
 
         row: dict[str, float] = {"epoch": float(epoch), "lr": float(lr)}
         row.update(train_metrics.as_row("train_"))
-        if len(val_idx):
-            val_row = evaluate(net, val_data, val_idx, val_loss_fn, config.batch_size, device)
-        else:
-            val_row = dict.fromkeys(("cls_loss", "box_loss", "landmark_loss", "cls_acc",
-                                     "pos_recall"), math.nan)
-        row.update({f"val_{k}": v for k, v in val_row.items()})
+        row.update(_validate(net, val_data, val_idx, val_loss_fn, config.batch_size, device,
+                             ctx))
         row["seconds"] = seconds
         row["samples_per_s"] = train_metrics.n_samples / seconds if seconds > 0 else math.nan
+        row = distributed.broadcast_object(ctx, row)  # the same row, so the same "best"
         history.append(row)
+        seen_total += train_metrics.n_samples
+        time_total += row["seconds"]
 
         split = "val" if len(val_idx) else "train"
         value = row[f"{split}_{config.best_metric}"]
         if _is_better(value, best_value, config.best_metric):
             best_value, best_epoch = value, epoch
-            _atomic_save({"arch": config.arch, "stage": config.stage,
-                          "state_dict": {k: v.detach().cpu() for k, v
-                                         in net.state_dict().items()},
-                          "epoch": epoch, "metrics": dict(row)}, best_path)
-        _atomic_save({
-            "format": CHECKPOINT_FORMAT, "version": 1, "config": config.to_dict(),
-            "arch": config.arch, "epoch": epoch,
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if use_amp else {},
-            "rng": _rng_state(), "best_value": best_value, "best_epoch": best_epoch,
-            "history": history,
-        }, last_path)
-        write_csv(csv_path, history)
-        plot_metrics(png_path, history)
-        if echo is not None:
-            echo(_format_row(row))
+            if ctx.is_main:
+                _atomic_save({"arch": config.arch, "stage": config.stage,
+                              "state_dict": {k: v.detach().cpu() for k, v
+                                             in net.state_dict().items()},
+                              "epoch": epoch, "metrics": dict(row)}, best_path)
+        if ctx.is_main:
+            _atomic_save({
+                "format": CHECKPOINT_FORMAT, "version": 1, "config": config.to_dict(),
+                "arch": config.arch, "epoch": epoch,
+                "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if use_amp else {},
+                "rng": _rng_state(), "best_value": best_value, "best_epoch": best_epoch,
+                "history": history,
+            }, last_path)
+            write_csv(csv_path, history)
+            plot_metrics(png_path, history)
+            if echo is not None:
+                echo(_format_row(row))
 
-    if not csv_path.is_file() and history:
+    if ctx.is_main and not csv_path.is_file() and history:
         write_csv(csv_path, history)
         plot_metrics(png_path, history)
+    distributed.barrier(ctx)  # every rank returns once rank 0 has written everything
     return TrainResult(
         out_dir=out, best_path=best_path, last_path=last_path, metrics_csv=csv_path,
         metrics_png=png_path, history=history, best_epoch=best_epoch,
@@ -518,3 +615,16 @@ def train_stage(config: TrainConfig, train_root: str | os.PathLike[str],
         samples_per_s=seen_total / time_total if time_total > 0 else math.nan,
         config=config,
     )
+
+
+def _validate(net: nn.Module, data: ShardDataset, indices: np.ndarray, loss: MultiTaskLoss,
+              batch_size: int, device: torch.device, ctx: DistContext) -> dict[str, float]:
+    """The ``val_`` metrics on ``indices`` (NaN when empty); each rank evaluates its share
+    ``indices[rank::world_size]`` and the sums are reduced over the ranks."""
+    if not len(indices):
+        return {f"val_{k}": math.nan for k in ("cls_loss", "box_loss", "landmark_loss",
+                                                 "cls_acc", "pos_recall")}
+    metrics = _evaluate_metrics(net, data, indices[ctx.rank::ctx.world_size], loss,
+                                batch_size, device)
+    distributed.reduce_metrics(ctx, metrics)
+    return metrics.as_row("val_")
