@@ -45,7 +45,7 @@ from .detect.face import Face
 from .evaluate.commands import eval_app
 from .imageio import IMAGE_SUFFIXES, load_image
 from .reference import WEIGHT_FILES, cache_dir, fetch_reference_weights
-from .train.commands import train_command
+from .train.commands import mine_command, prepare_command, train_command
 
 app = typer.Typer(
     name="mtcnnkit",
@@ -57,6 +57,8 @@ app = typer.Typer(
 
 app.add_typer(eval_app, name="eval")
 app.command("export")(export_command)
+app.command("prepare")(prepare_command)
+app.command("mine")(mine_command)
 app.command("train")(train_command)
 
 TABLE_MAX_ROWS = 20  # above this many images, a summary line replaces the table
