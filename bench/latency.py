@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common import cpu_model, positive
+from common import cpu_model, git_revision, positive
 from mtcnnkit import Detector
 from mtcnnkit.detect.boxes import iou as box_iou
 from mtcnnkit.detect.cascade import StageTimes
@@ -402,18 +402,6 @@ def cuda_batch(args: argparse.Namespace, original: np.ndarray, image: np.ndarray
 
 
 # --------------------------------------------------------------------------- report
-
-
-def git_revision() -> str:
-    try:
-        root = Path(__file__).resolve().parent.parent
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return rev + (" (src/ has uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def markdown(meta: dict, results: list[dict], cuda: dict | None, cuda_note: str | None) -> str:

@@ -450,7 +450,7 @@ def _training_data(samples: Sequence[Path], out: Path) -> Path:
         if folder.resolve().is_relative_to(linked):
             raise fail(f"--samples {folder}: lies in {linked}, which is rebuilt from the "
                        "--samples folders; use another --out", 2)
-    return pipeline._link_shards(out / LINKED_SAMPLES, samples)
+    return pipeline.link_shards(out / LINKED_SAMPLES, samples)
 
 
 def _reject(reason: str, given: Mapping[str, object]) -> None:

@@ -117,7 +117,7 @@ class RNetStageConfig:
 class ONetStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         stage="onet", epochs=12, batch_size=256, batches_per_epoch=200, lr=1e-3,
-        batch_ratio=(2, 1, 1, 2)))
+        batch_ratio=(2, 1, 1, 2), regression="wing"))
     mining: MiningConfig = field(default_factory=lambda: MiningConfig(
         stage="onet", pnet_threshold=0.6, rnet_threshold=0.6, min_face_size=20.0,
         max_negatives=60))
@@ -354,7 +354,7 @@ def training_faces(run: Run) -> list[FaceBoxes]:
     return faces
 
 
-def _link_shards(target: Path, sources: Sequence[Path]) -> Path:
+def link_shards(target: Path, sources: Sequence[Path]) -> Path:
     """A folder of symlinks to the shards of ``sources`` (renumbered), so that one
     `ShardDataset` reads them all."""
     if target.exists():
@@ -412,7 +412,7 @@ def _mine(run: Run, stage: str, trained: Sequence[str]) -> dict[str, Any]:
 def _train(run: Run, stage: str, sources: Sequence[Path]) -> dict[str, Any]:
     cfg = getattr(run.config, stage).train
     out = run.step_dir(f"train_{stage}")
-    data = _link_shards(out / "data", sources)
+    data = link_shards(out / "data", sources)
     result = train_stage(cfg, data, None, out, resume=True,
                          progress=run.reporter(f"train {stage}"), echo=run.echo)
     history = result.history
