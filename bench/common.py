@@ -4,7 +4,10 @@ import argparse
 import contextlib
 import platform
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+
+import torch
 
 
 def cpu_model() -> str:
@@ -32,3 +35,13 @@ def git_revision() -> str:
         return rev + (" (src/ has uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

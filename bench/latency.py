@@ -43,7 +43,6 @@ to ``--json FILE``. Run it on a quiet machine: medians are robust, but not to a 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
@@ -54,7 +53,7 @@ import sys
 import time
 import types
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -64,7 +63,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common import cpu_model, git_revision, positive
+from common import cpu_model, git_revision, positive, torch_threads
 from mtcnnkit import Detector
 from mtcnnkit.detect.boxes import iou as box_iou
 from mtcnnkit.detect.cascade import StageTimes
@@ -203,16 +202,6 @@ def summary_ms(seconds: list[float]) -> dict[str, float]:
     return {"median": float(np.median(ms)), "p10": float(np.percentile(ms, 10)),
             "p90": float(np.percentile(ms, 90)), "mean": float(ms.mean()),
             "min": float(ms.min()), "max": float(ms.max())}
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass

@@ -47,7 +47,6 @@ the report shows the load average at start so that a noisy run can be spotted.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import math
 import os
@@ -56,14 +55,14 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from common import cpu_model, git_revision, positive
+from common import cpu_model, git_revision, positive, torch_threads
 from mtcnnkit import nets
 from mtcnnkit.data.annotations import FaceBoxes, read_landmark_list, read_wider_txt
 from mtcnnkit.data.mining import MiningConfig, mine, mining_detector
@@ -96,16 +95,6 @@ def positive_list(text: str) -> list[int]:
     if not values:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
     return list(dict.fromkeys(values))
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
