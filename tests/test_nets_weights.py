@@ -12,6 +12,7 @@ from torch import nn
 import mtcnnkit.weights as weights_module
 from mtcnnkit import load_weights, nets
 from mtcnnkit.nets import ONet, PNet, RNet, available, create, register
+from mtcnnkit.reference import find_reference_dir
 from mtcnnkit.weights import CascadeNets, from_reference_layout, save_weights
 
 # --------------------------------------------------------------------------- architectures
@@ -265,6 +266,29 @@ def test_default_weights_missing_gives_helpful_error() -> None:
     message = str(excinfo.value)
     assert "reference" in message
     assert "fetch-reference" in message
+
+
+@pytest.mark.skipif(not BUNDLED.exists(), reason="no bundled weights in this version")
+def test_bundled_weights_load_and_describe_themselves() -> None:
+    cascade = load_weights("default")
+    assert cascade.source == str(BUNDLED)
+    for stage, n_params in (("pnet", 6632), ("rnet", 100178), ("onet", 389040)):
+        net = cascade.stage(stage)
+        assert sum(p.numel() for p in net.parameters()) == n_params
+        assert all(torch.isfinite(p).all() for p in net.parameters())
+        assert not net.training
+    # the weights carry the settings they were trained with and each net's best metrics
+    assert set(cascade.meta["metrics"]) == {"pnet", "rnet", "onet"}
+    assert cascade.meta["config"]["onet"]["regression"] in ("smooth_l1", "wing", "l2")
+    # they differ from the reference weights (ours are trained here, never copied)
+    reference_dir = find_reference_dir()
+    if reference_dir is not None:
+        reference = load_weights(reference_dir)
+        for stage in ("pnet", "rnet", "onet"):
+            ours = cascade.stage(stage).state_dict()
+            theirs = reference.stage(stage).state_dict()
+            assert all(not torch.allclose(ours[k], theirs[k]) for k in ours
+                       if ours[k].numel() > 8)
 
 
 def test_reference_weights_not_findable_says_how_to_get_them(
