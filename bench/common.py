@@ -2,9 +2,13 @@
 
 import argparse
 import contextlib
+import os
 import platform
+import shlex
 import subprocess
+import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -45,3 +49,15 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def machine_meta() -> dict[str, str | int | None]:
+    """Where and how a benchmark ran: CPU, cores, load, versions, date, revision, command."""
+    return {
+        "cpu": cpu_model(), "cores": os.cpu_count(),
+        "loadavg": " / ".join(f"{v:.2f}" for v in os.getloadavg()),
+        "torch": torch.__version__, "python": platform.python_version(),
+        "date": datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "revision": git_revision(),
+        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
+    }

@@ -45,9 +45,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import platform
-import shlex
 import subprocess
 import sys
 import time
@@ -55,7 +52,6 @@ import types
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import cv2
@@ -63,7 +59,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common import cpu_model, git_revision, positive, torch_threads
+from common import machine_meta, positive, torch_threads
 from mtcnnkit import Detector
 from mtcnnkit.detect.boxes import iou as box_iou
 from mtcnnkit.detect.cascade import StageTimes
@@ -533,12 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     pil = Image.fromarray(image)
 
     meta = {
-        "cpu": cpu_model(), "cores": os.cpu_count(),
-        "loadavg": " / ".join(f"{v:.2f}" for v in os.getloadavg()),
-        "torch": torch.__version__, "python": platform.python_version(),
-        "date": datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "revision": git_revision(),
-        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
+        **machine_meta(),
         "image": source, "image_size_in": f"{original.shape[1]}×{original.shape[0]}",
         "image_size": f"{image.shape[1]}×{image.shape[0]}", "weights": weights,
         "warmup": args.warmup, "repeats": args.repeats, "stage_runs": args.stage_runs,

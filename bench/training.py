@@ -50,19 +50,14 @@ import argparse
 import dataclasses
 import math
 import os
-import platform
-import shlex
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from common import cpu_model, git_revision, positive, torch_threads
+from common import machine_meta, positive, torch_threads
 from mtcnnkit import nets
 from mtcnnkit.data.annotations import FaceBoxes, read_landmark_list, read_wider_txt
 from mtcnnkit.data.mining import MiningConfig, mine, mining_detector
@@ -401,12 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config()
     inputs = read_inputs(args.data, config, args.images, args.landmarks)
     meta = {
-        "cpu": cpu_model(), "cores": os.cpu_count(),
-        "loadavg": " / ".join(f"{v:.2f}" for v in os.getloadavg()),
-        "torch": torch.__version__, "python": platform.python_version(),
-        "date": datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "revision": git_revision(),
-        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
+        **machine_meta(),
         "data": os.fspath(args.data), "images": len(inputs.faces),
         "faces": sum(len(f.boxes) for f in inputs.faces), "landmarks": len(inputs.landmarks),
         "workers": args.workers, "threads": args.threads, "batches": args.batches,
