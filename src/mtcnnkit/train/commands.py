@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import Enum
@@ -347,16 +346,7 @@ def _given_nets(weights: str, stage: str) -> dict[str, Path] | None:
 def _assemble(folder: Path, given: Mapping[str, Path]) -> Path:
     """pnet.pt/rnet.pt/onet.pt in ``folder``: copies of the ``given`` nets, fresh nets (never
     run by the mining stage) for the others, as the pipeline's mining steps do."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for stage in nets.STAGES:
-        target = folder / f"{stage}.pt"
-        if stage in given:
-            if given[stage].resolve() != target.resolve():
-                shutil.copyfile(given[stage], target)
-        else:
-            torch.manual_seed(0)
-            torch.save({"arch": stage, "state_dict": nets.create(stage).state_dict()}, target)
-    return folder
+    return pipeline.nets_folder(folder, given)
 
 
 def _mining_cascade(weights: str, stage: str, out: Path) -> CascadeNets:

@@ -377,16 +377,24 @@ def _sha256(path: Path) -> str:
 def _weights_folder(run: Run, folder: Path, trained: Sequence[str]) -> Path:
     """pnet.pt/rnet.pt/onet.pt in ``folder``: the trained nets' best.pt, placeholders (fresh
     nets, never run by the mining stage) for the others."""
-    folder.mkdir(parents=True, exist_ok=True)
+    return nets_folder(folder, {s: run.step_dir(f"train_{s}") / "best.pt" for s in trained})
+
+
+def nets_folder(folder: Path, given: Mapping[str, Path]) -> Path:
+    """``folder`` with pnet.pt/rnet.pt/onet.pt: copies of the ``given`` per-net files, and
+    placeholders (fresh nets, seed 0) for the stages not given — a cascade that loads, for
+    work that never runs the missing nets (mining)."""
     import torch
 
+    folder.mkdir(parents=True, exist_ok=True)
     for stage in nets.STAGES:
-        if stage in trained:
-            shutil.copyfile(run.step_dir(f"train_{stage}") / "best.pt", folder / f"{stage}.pt")
+        target = folder / f"{stage}.pt"
+        if stage in given:
+            if Path(given[stage]).resolve() != target.resolve():
+                shutil.copyfile(given[stage], target)
         else:
             torch.manual_seed(0)
-            torch.save({"arch": stage, "state_dict": nets.create(stage).state_dict()},
-                       folder / f"{stage}.pt")
+            torch.save({"arch": stage, "state_dict": nets.create(stage).state_dict()}, target)
     return folder
 
 
