@@ -125,6 +125,7 @@ def test_compare_two_settings(tmp_path: Path, wider_gt, reference_weights_dir) -
     small = next(line for line in table.splitlines() if line.startswith("| small |"))
     big = next(line for line in table.splitlines() if line.startswith("| big |"))
     assert "| 20 |" in small and "| 60 |" in big
+    assert "| stage |" not in table  # the stage table only comes with --stages
     # searching only for faces >= 60 px finds fewer faces than >= 20 px, from far fewer
     # PNet candidates (predictions, PNet candidates / image, RNet survivors / image)
     small_cells, big_cells = small.split("|"), big.split("|")
@@ -133,6 +134,34 @@ def test_compare_two_settings(tmp_path: Path, wider_gt, reference_weights_dir) -
     assert 0 < float(small_cells[-3]) < float(small_cells[-4])
     assert (tmp_path / "cmp" / "pr_hard.png").stat().st_size > 1000
     assert (tmp_path / "cmp" / "big" / "predictions").is_dir()
+
+
+def test_compare_stage_recall(tmp_path: Path, wider_gt, reference_weights_dir) -> None:
+    images = dev_list(tmp_path)
+    ref = str(reference_weights_dir)
+    result = runner.invoke(app, ["eval", "compare", "--data", str(WIDER), "--images", str(images),
+                                 "--run", f"small={ref}", "--run", f"big={ref};min_face=60",
+                                 "--stages", "--out", str(tmp_path / "cmp"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    table = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| run | stage | boxes / image | easy | medium | hard |" in table
+    assert "| run | stage |" in result.output
+    lines = table.splitlines()
+    for run in ("small", "big"):
+        main = next(line for line in lines if line.startswith(f"| {run} | {ref} |")).split("|")
+        assert len(main) == 14  # the main table keeps its 12 columns
+        rows = [line.split("|")[1:-1] for line in lines if line.startswith(f"| {run} | ")
+                and not line.startswith(f"| {run} | {ref} |")]
+        assert [r[1].strip() for r in rows] == ["pnet", "rnet", "onet"]
+        per_image = [float(r[2]) for r in rows]
+        # each stage only filters (and moves) the boxes of the one before
+        assert per_image[0] > per_image[1] >= per_image[2]
+        # the extra passes see what the full run counted: PNet candidates, RNet survivors
+        # and predictions per image
+        assert rows[0][2].strip() == main[-4].strip() and rows[1][2].strip() == main[-3].strip()
+        assert float(rows[2][2]) == pytest.approx(int(main[-5]) / 2, abs=0.05)
+        for row in rows:
+            assert all(0.0 <= float(cell) <= 1.0 for cell in row[3:6])
 
 
 @pytest.mark.parametrize("spec", ["noequals", "a=reference;min_face=x", "a=reference;bogus=1"])

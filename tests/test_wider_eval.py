@@ -96,6 +96,82 @@ def test_voc_ap_by_hand() -> None:
     assert wider.voc_ap(np.array([0.2, 0.6]), np.array([0.5, 0.8])) == pytest.approx(0.48)
 
 
+# --------------------------------------------------------------------------- stage recall
+
+
+def stage_gt() -> WiderGroundTruth:
+    """Image a: face 0 (corners 0..9, +1 area 100), 1 and 3 (10x10), 2 (never boxed); face 3
+    is not listed at easy. Image b: one face, no boxes at all. Image c: one face listed at
+    hard only, an empty box array."""
+    boxes = {"e/a": np.array([[0, 0, 9, 9], [20, 20, 10, 10], [50, 50, 10, 10],
+                              [80, 80, 10, 10]], dtype=float),
+             "e/b": np.array([[0, 0, 10, 10]], dtype=float),
+             "e/c": np.array([[0, 0, 10, 10]], dtype=float)}
+    listed = {"easy": {"e/a": [0, 1, 2], "e/b": [], "e/c": []},
+              "medium": {"e/a": [0, 1, 2, 3], "e/b": [0], "e/c": []},
+              "hard": {"e/a": [0, 1, 2, 3], "e/b": [0], "e/c": [0]}}
+    keep = {lv: {k: np.asarray(i, dtype=np.int64) for k, i in by_key.items()}
+            for lv, by_key in listed.items()}
+    return WiderGroundTruth(boxes, keep)
+
+
+STAGE_BOXES = {  # x1 y1 x2 y2
+    "e/a": np.array([[0, 0, 3, 9],       # face 0: +1 inter 4*10 = 40 / union 100 -> IoU 0.4
+                     [20, 20, 30, 30],   # face 1 exactly (IoU 1)
+                     [80, 80, 90, 90],   # face 3 exactly
+                     [200, 200, 220, 220]], dtype=float),  # no face
+    "e/c": np.zeros((0, 4)),
+}
+
+
+def test_stage_recall_by_hand() -> None:
+    gt = stage_gt()
+    # IoU >= 0.5: face 1 (all levels) and face 3 (medium, hard). Listed: easy 3, medium
+    # 4 + 1, hard 4 + 1 + 1
+    recall = wider.stage_recall(STAGE_BOXES, gt, ["e/a", "e/b", "e/c"])
+    assert recall == pytest.approx({"easy": 1 / 3, "medium": 2 / 5, "hard": 2 / 6})
+    # at 0.4 face 0 counts too (IoU exactly 0.4 with the +1 convention; 27/81 without)
+    recall = wider.stage_recall(STAGE_BOXES, gt, ["e/a", "e/b", "e/c"], iou_threshold=0.4)
+    assert recall == pytest.approx({"easy": 2 / 3, "medium": 3 / 5, "hard": 3 / 6})
+
+
+def test_stage_recall_counts_only_the_images_given() -> None:
+    gt = stage_gt()
+    recall = wider.stage_recall(STAGE_BOXES, gt, ["e/b", "e/c"])
+    # no easy face listed on b or c: undefined; the listed ones have no boxes
+    assert np.isnan(recall["easy"]) and recall["medium"] == 0.0 and recall["hard"] == 0.0
+    assert wider.stage_recall({}, gt, ["e/a"]) == {"easy": 0.0, "medium": 0.0, "hard": 0.0}
+    with pytest.raises(KeyError):
+        wider.stage_recall(STAGE_BOXES, gt, ["e/nope"])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_stage_recall_bounds_the_recall_of_the_protocol(seed: int) -> None:
+    # a face the protocol recalls has a prediction overlapping it >= 0.5, so stage recall
+    # (of the same boxes, any score) is at least the PR curve's last recall
+    rng = np.random.default_rng(seed)
+    images, predictions = {}, {}
+    for i in range(8):
+        n_gt = int(rng.integers(1, 6))
+        g = np.column_stack([rng.uniform(0, 100, (n_gt, 2)), rng.uniform(4, 40, (n_gt, 2))])
+        images[f"ev/img{i}"] = (g, np.flatnonzero(rng.random(n_gt) < 0.7))
+        boxes = g[rng.integers(0, n_gt, 6)] + rng.normal(0, 4, (6, 4))
+        predictions[f"ev/img{i}"] = np.column_stack([boxes, rng.random(6)])
+    gt = make_gt(images)
+    result = wider.evaluate_wider(predictions, gt)
+    corners = {k: wider.to_corners(p) for k, p in predictions.items()}
+    recall = wider.stage_recall(corners, gt, list(images))
+    for level in wider.LEVELS:
+        assert recall[level] >= result.curves[level].recall[-1]
+
+
+def test_to_corners_inverts_to_wider_boxes() -> None:
+    corners = np.array([[10.5, 20.0, 40.25, 60.0]], dtype=np.float32)
+    rows = wider.to_wider_boxes(corners, np.array([0.9]))
+    np.testing.assert_array_equal(wider.to_corners(rows), corners)
+    assert wider.to_corners(np.zeros((0, 5))).shape == (0, 4)
+
+
 # --------------------------------------------------------------------------- literal transcription
 
 

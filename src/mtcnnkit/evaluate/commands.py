@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 
@@ -47,12 +48,13 @@ ImagesOption = Annotated[Path | None, typer.Option(
 
 
 def _predict_with_progress(detector, paths: list[Path], batch_size: int, label: str,
-                           quiet: bool, times: StageTimes | None = None) -> dict:
+                           quiet: bool, times: StageTimes | None = None,
+                           last_stage: str = "onet") -> dict:
     with progress_bar(Console(stderr=True), quiet) as progress:
         task = progress.add_task(label, total=len(paths))
         return wider.predict(detector, paths, batch_size,
                              progress=lambda done, _total: progress.update(task, completed=done),
-                             times=times)
+                             times=times, last_stage=last_stage)
 
 
 def _image_list(data: Path, images: Path | None) -> list[Path]:
@@ -299,6 +301,28 @@ def parse_run(spec: str) -> tuple[str, str, dict]:
     return name, weights, settings
 
 
+STAGES = ("pnet", "rnet", "onet")
+
+
+def _stage_rows(name: str, detector, paths: list[Path], batch_size: int, quiet: bool,
+                gt: wider.WiderGroundTruth, keys: list[str], final: dict) -> list[str]:
+    """Stage-recall table rows of one run: PNet and RNet candidates from two more passes
+    (``last_stage``), ONet from the run's ``final`` predictions (x y w h score)."""
+    found = {stage: _predict_with_progress(detector, paths, batch_size, f"{name} ({stage})",
+                                           quiet, last_stage=stage)
+             for stage in STAGES[:-1]}
+    found["onet"] = final
+    rows = []
+    for stage in STAGES:
+        corners = {k: wider.to_corners(p) for k, p in found[stage].items()}
+        recall = wider.stage_recall(corners, gt, keys)
+        per_image = sum(len(p) for p in corners.values()) / max(len(keys), 1)
+        rows.append(f"| {name} | {stage} | {per_image:.1f} | "
+                    + " | ".join("–" if np.isnan(recall[lv]) else f"{recall[lv]:.4f}"
+                                 for lv in wider.LEVELS) + " |")
+    return rows
+
+
 @eval_app.command("compare")
 def compare_command(
     data: DataOption,
@@ -313,10 +337,16 @@ def compare_command(
     device: DeviceOption = "cpu",
     threads: ThreadsOption = None,
     batch_size: BatchOption = 8,
+    stages: Annotated[bool, typer.Option(
+        "--stages", help="Also run each configuration stopped after PNet and after RNet and "
+                         "add a table of stage recall: per stage, the share of listed faces "
+                         "some box overlaps (IoU >= 0.5, any score). Two more detector "
+                         "passes per run.")] = False,
     quiet: QuietOption = False,
 ) -> None:
     """Run several weight sets / settings on the same WIDER images; write compare.md (one
-    table) and overlaid PR curves (pr_<level>.png)."""
+    table; with --stages a second one, recall per cascade stage) and overlaid PR curves
+    (pr_<level>.png)."""
     parsed = [parse_run(spec) for spec in runs]
     names = [name for name, _, _ in parsed]
     if len(set(names)) != len(names):
@@ -328,7 +358,7 @@ def compare_command(
     paths = _image_list(data, images)
     keys = [wider.image_key(p) for p in paths]
     err = Console(stderr=True)
-    rows, curves = [], {}
+    rows, stage_rows, curves = [], [], {}
     for name, weights, settings in parsed:
         detector = make_detector(weights=weights, device=device, num_threads=threads,
                                  batch_size=batch_size, **settings)
@@ -348,12 +378,21 @@ def compare_command(
                     f" | {per_image.get('rnet_survivors', 0):.1f} | {seconds:.1f} |")
         if not quiet:
             err.print(f"{name}: {result.summary()}", highlight=False, markup=False)
+        if stages:
+            stage_rows += _stage_rows(name, detector, paths, batch_size, quiet, gt, keys,
+                                      predictions)
     table = "\n".join([
         f"WIDER FACE val, {len(keys)} images"
         + (f" ({images})" if images else "") + ", official protocol.", "",
         "| run | weights | min face | thresholds | scale factor | easy | medium | hard "
         "| predictions | PNet candidates / image | RNet survivors / image | detect s |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|", *rows, ""])
+    if stages:
+        table += "\n".join([
+            "", "Stage recall: share of the listed faces that some box a stage passes on "
+            "overlaps with IoU >= 0.5, at any score (onet: the final predictions).", "",
+            "| run | stage | boxes / image | easy | medium | hard |",
+            "|---|---|---:|---:|---:|---:|", *stage_rows, ""])
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text(table)
     plot_wider_pr(curves, out)

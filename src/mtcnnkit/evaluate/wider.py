@@ -183,9 +183,14 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((mrec[changed + 1] - mrec[changed]) * mpre[changed + 1]))
 
 
+def to_corners(xywh: np.ndarray) -> np.ndarray:
+    """``x y w h [...]`` rows -> ``x1 y1 x2 y2`` (float64; the inverse of `to_wider_boxes`)."""
+    b = np.asarray(xywh, dtype=np.float64)
+    return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:4]], axis=1)
+
+
 def _corners(xywh: np.ndarray) -> torch.Tensor:
-    b = torch.as_tensor(np.asarray(xywh, dtype=np.float64))
-    return torch.cat([b[:, :2], b[:, :2] + b[:, 2:4]], dim=1)
+    return torch.as_tensor(to_corners(xywh))
 
 
 def _curve(proposals: np.ndarray, recalled: np.ndarray, n_faces: int, levels: np.ndarray
@@ -225,6 +230,41 @@ def evaluate_wider(predictions: Mapping[str, np.ndarray], ground_truth: WiderGro
         curves[level] = _curve(p, r, gt.faces(level), levels)
     return WiderResult(curves, per_event, len(keys), {lv: gt.faces(lv) for lv in LEVELS},
                        sum(len(p) for p in preds.values()))
+
+
+def stage_recall(boxes: Mapping[str, np.ndarray], ground_truth: WiderGroundTruth,
+                 images: Iterable[str], iou_threshold: float = IOU_THRESHOLD
+                 ) -> dict[str, float]:
+    """Per level, the share of the listed faces of ``images`` that some box of their image
+    overlaps with IoU >= ``iou_threshold`` (+1 pixel convention, as the protocol matches).
+
+    ``boxes``: key -> (M, 4) ``x1 y1 x2 y2`` (a missing key: no boxes), e.g. the candidates a
+    cascade stage passes on. This is recall regardless of score and of which face a box
+    overlaps most: an upper bound on what the later stages can still find from these boxes,
+    up to box calibration (the later stages only keep or drop candidates, but their box
+    regression can move one onto a face it missed). Faces are counted over all images
+    together; NaN for a level with no listed face.
+    """
+    gt = ground_truth.restrict(images)
+    recalled = {level: 0 for level in LEVELS}
+    for key, faces in gt.boxes.items():
+        found = _covered(boxes.get(key), faces, iou_threshold)
+        for level in LEVELS:
+            recalled[level] += int(found[gt.keep[level][key]].sum())
+    return {level: recalled[level] / n if (n := gt.faces(level)) else float("nan")
+            for level in LEVELS}
+
+
+def _covered(boxes: np.ndarray | None, faces_xywh: np.ndarray, iou_threshold: float
+             ) -> np.ndarray:
+    """Per face (x y w h), whether some box (x1 y1 x2 y2) overlaps it enough."""
+    b = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, dtype=np.float64)
+    if len(b) == 0 or len(faces_xywh) == 0:
+        return np.zeros(len(faces_xywh), dtype=bool)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must be (M, 4) x1 y1 x2 y2, got shape {b.shape}")
+    overlaps = iou(torch.as_tensor(b), _corners(faces_xywh), plus_one=True).numpy()
+    return overlaps.max(axis=0) >= iou_threshold
 
 
 def _as_pred(pred: np.ndarray | None) -> np.ndarray:
@@ -297,14 +337,16 @@ Progress = Callable[[int, int], None]
 
 
 def predict(detector, image_paths: Sequence[str | os.PathLike], batch_size: int = 8,
-            progress: Progress | None = None, times: Any = None) -> dict[str, np.ndarray]:
+            progress: Progress | None = None, times: Any = None, last_stage: str = "onet"
+            ) -> dict[str, np.ndarray]:
     """Run a `Detector` over WIDER images; returns key -> (M, 5) ``x y w h score``.
     ``times`` (a :class:`mtcnnkit.detect.cascade.StageTimes`) collects stage times and
-    candidate counts over all images."""
+    candidate counts over all images; ``last_stage="pnet"|"rnet"`` returns that stage's
+    candidates instead of the faces."""
     out: dict[str, np.ndarray] = {}
     for start in range(0, len(image_paths), batch_size):
         chunk = image_paths[start:start + batch_size]
-        found = detector.detect_tensors(list(chunk), times=times)
+        found = detector.detect_tensors(list(chunk), times=times, last_stage=last_stage)
         for path, det in zip(chunk, found, strict=True):
             out[image_key(path)] = to_wider_boxes(det.boxes.numpy(), det.scores.numpy())
         if progress is not None:
