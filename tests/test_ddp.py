@@ -188,6 +188,9 @@ def test_rank_shares_split_every_batch(shards: Path) -> None:
         assert torch.equal(share[1], plain.labels)
         assert share[4].tolist() == [15 + 5, 5 + 5, 10]  # the global batch's cls, box, lmk
     assert sum(len(s[1]) for s in shares) == 35
+    as_faces = trainer._RankBatchSource(data, index_map, BatchAugment(flip_p=0.0), 0, WORLD,
+                                        landmark_positives=True)[(3, 0, 0), batch]
+    assert as_faces[4].tolist() == [15 + 5 + 10, 5 + 5, 10]  # landmark samples classified
     # flips are drawn per rank, the same on every call
     flip = [trainer._RankBatchSource(data, index_map, BatchAugment(flip_p=0.5), r, WORLD)
             for r in range(WORLD)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from mtcnnkit import nets
 from mtcnnkit.train.losses import (
     MultiTaskLoss,
+    classification_mask,
     flatten_output,
     ohem_count,
     regression_loss,
@@ -75,6 +77,27 @@ def test_masks_per_task() -> None:
     assert parts.landmark.item() == pytest.approx(0.1)
     assert (parts.n_cls, parts.n_box, parts.n_landmark) == (2, 2, 1)
     assert parts.total.item() == pytest.approx(sum(ce) / 2 + 0.5 * 5 / 8 + 0.5 * 0.1, rel=1e-6)
+
+
+def test_landmark_positives_classify_landmark_samples_as_faces() -> None:
+    # labels: pos, neg, part, landmark; the landmark sample's logits say "not a face"
+    labels = torch.tensor([1, 0, -1, -2])
+    logits = torch.tensor([[0.0, 2.0], [1.0, -1.0], [50.0, -50.0], [1.0, -2.0]])
+    outputs = (logits, torch.zeros(4, 4))
+    plain = MultiTaskLoss(ohem_ratio=1.0)(outputs, labels, torch.zeros(4, 4), torch.zeros(4, 10))
+    faces = stage_loss("pnet", 1.0, landmark_positives=True)(
+        outputs, labels, torch.zeros(4, 4), torch.zeros(4, 10))
+    ce = [math.log1p(math.exp(-2.0)), math.log1p(math.exp(-2.0)), math.log1p(math.exp(3.0))]
+    assert plain.n_cls == 2 and plain.cls.item() == pytest.approx(sum(ce[:2]) / 2, rel=1e-6)
+    assert faces.n_cls == 3 and faces.cls.item() == pytest.approx(sum(ce) / 3, rel=1e-6)
+    assert faces.n_box == plain.n_box == 2  # box regression is unchanged
+
+
+def test_classification_mask_on_tensors_and_arrays() -> None:
+    labels = [1, 0, -1, -2, 0]
+    assert classification_mask(torch.tensor(labels)).tolist() == [True, True, False, False, True]
+    assert classification_mask(np.array(labels, np.int8), landmark_positives=True).tolist() == [
+        True, True, False, True, True]
 
 
 def test_weights_and_stage_factory() -> None:

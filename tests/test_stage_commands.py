@@ -252,7 +252,7 @@ def test_usage_errors_exit_2(data: Path, pnet_run: Path, tmp_path: Path) -> None
     lone.mkdir()
     shutil.copyfile(pnet_run / "best.pt", lone / "rnet.pt")
     cases = [
-        (("prepare", "--stage", "landmarks", ann, img, out), "--size 24 or 48"),
+        (("prepare", "--stage", "landmarks", ann, img, out), "--size 12, 24, 48"),
         (("prepare", "--stage", "pnet", "--size", "24", ann, img, out), "12 px"),
         (("prepare", "--stage", "face", ann, img, out), "face"),
         (("prepare", "--stage", "pnet", "--annotations", tmp_path / "no.txt", img, out),

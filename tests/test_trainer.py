@@ -277,6 +277,35 @@ def test_worker_processes_give_the_same_weights(shards12: Path, tmp_path: Path) 
     assert all(torch.equal(ma[k], mb[k]) for k in ma)
 
 
+@pytest.mark.parametrize("landmark_positives", [False, True])
+def test_pnet_batches_take_landmark_samples_only_as_positives(
+        shards12: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        landmark_positives: bool) -> None:
+    from mtcnnkit.train import trainer
+
+    seen: list[np.ndarray] = []
+    real = trainer.BalancedBatchSampler
+
+    class Recording(real):  # type: ignore[misc, valid-type]
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            for batch in super().__iter__():
+                seen.append(self_labels[batch])
+                yield batch
+
+    def sampler(labels, *args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal self_labels
+        self_labels = np.asarray(labels)
+        return Recording(labels, *args, **kwargs)
+
+    self_labels = np.zeros(0)
+    monkeypatch.setattr(trainer, "BalancedBatchSampler", sampler)
+    result = train_stage(small("pnet", epochs=1, landmark_positives=landmark_positives),
+                         shards12, None, tmp_path, echo=None)
+    drawn = np.concatenate(seen)
+    assert (drawn == -2).any() == landmark_positives  # PNet has no landmark head
+    assert math.isfinite(result.history[0]["train_cls_loss"])
+
+
 def test_training_batches_are_augmented_by_key(shards12: Path) -> None:
     from mtcnnkit.data.augment import BatchAugment, mirror_box_targets
     from mtcnnkit.data.shards import ShardDataset

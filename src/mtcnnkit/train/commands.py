@@ -51,7 +51,7 @@ train_app = typer.Typer(add_completion=False,
 
 STEPS_HELP = ", ".join(pipeline.STEPS)
 CLASSES = ("positive", "part", "negative", "landmark")  # the order of the summary tables
-LANDMARK_SECTIONS = {nets.INPUT_SIZE[s]: s for s in ("rnet", "onet")}  # 24 -> rnet, 48 -> onet
+LANDMARK_SECTIONS = {nets.INPUT_SIZE[s]: s for s in nets.STAGES}  # 12 -> pnet, 24 -> rnet, …
 MINING_NETS = {"rnet": ("pnet",), "onet": ("pnet", "rnet")}  # nets each mining stage runs
 LINKED_SAMPLES = "data"  # OUT/data: symlinks to the shards of several --samples folders
 MINING_WEIGHTS = "weights"  # OUT/weights: the nets a mining run used (see _mining_cascade)
@@ -257,8 +257,9 @@ def _prepare_target(stage: PrepareStage, size: int | None) -> tuple[str, str, in
     """(config section, sample settings in it, crop size) of a ``prepare`` stage."""
     if stage is PrepareStage.landmarks:
         if size not in LANDMARK_SECTIONS:
-            raise fail(f"--stage landmarks needs --size {' or '.join(map(str, LANDMARK_SECTIONS))}"
-                       f" (RNet or ONet samples){'' if size is None else f', got {size}'}", 2)
+            raise fail(f"--stage landmarks needs --size {', '.join(map(str, LANDMARK_SECTIONS))}"
+                       f" (PNet, RNet or ONet samples){'' if size is None else f', got {size}'}",
+                       2)
         return LANDMARK_SECTIONS[size], "landmarks", size
     implied = nets.INPUT_SIZE[stage.value]
     if size is not None and size != implied:
@@ -270,7 +271,7 @@ def prepare_command(
     stage: Annotated[PrepareStage, typer.Option(
         show_default=False,
         help="pnet, rnet or onet: 12, 24 or 48 px positives, part faces and negatives cut "
-             "around the annotated faces; landmarks: 24 or 48 px landmark samples (--size).")],
+             "around the annotated faces; landmarks: 12, 24 or 48 px landmark samples (--size).")],
     annotations: AnnotationsOption,
     images: ImagesOption,
     out: Annotated[Path, typer.Option(
@@ -279,7 +280,7 @@ def prepare_command(
              "done.json (the journal a rerun resumes from).")],
     size: Annotated[int | None, typer.Option(
         show_default=False,
-        help="Crop side in px: 24 or 48 for --stage landmarks; implied by the other stages "
+        help="Crop side in px: 12, 24 or 48 for --stage landmarks; implied by the other stages "
              "(12, 24, 48).")] = None,
     config: ConfigOption = None,
     set_: StageSetOption = None,
@@ -289,9 +290,9 @@ def prepare_command(
 
     In: an annotation file (--annotations) and its image folder (--images). Out: OUT/shard-NNNNN
     (input of `mtcnnkit train --stage`), OUT/summary.json; prints the samples per class.
-    Settings: the config's <stage>.samples section (rnet.landmarks / onet.landmarks for
-    --stage landmarks), e.g. --set samples.negatives_random=20. Resumable: rerun the same
-    command after an interruption.
+    Settings: the config's <stage>.samples section (<stage>.landmarks for --stage
+    landmarks), e.g. --set samples.negatives_random=20. Resumable: rerun the same command
+    after an interruption.
     """
     section, key, size = _prepare_target(stage, size)
     settings = getattr(getattr(_load_config(config, set_ or [], section), section), key)

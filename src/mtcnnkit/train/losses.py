@@ -3,9 +3,10 @@
 Sample labels (see :mod:`mtcnnkit.data.shards`): 1 positive, 0 negative, -1 part face,
 -2 landmark sample. Each task only sees the samples it is defined on:
 
-* classification: positives and negatives (labels 1, 0); per-sample cross-entropy with online
-  hard example mining (OHEM): only the ``ceil(ohem_ratio * n)`` largest losses are kept and
-  averaged, the rest get no gradient;
+* classification: positives and negatives (labels 1, 0), and with ``landmark_positives``
+  the landmark samples too, as faces (they are cut like positives: IoU >= 0.65 with their
+  face); per-sample cross-entropy with online hard example mining (OHEM): only the
+  ``ceil(ohem_ratio * n)`` largest losses are kept and averaged, the rest get no gradient;
 * box regression: positives and part faces (labels 1, -1);
 * landmark regression: landmark samples (label -2), only for nets with a landmark head.
 
@@ -18,14 +19,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.shards import LANDMARK, NEGATIVE, PART, POSITIVE
 
+LabelArray = TypeVar("LabelArray", Tensor, np.ndarray)
 Regression = Literal["smooth_l1", "wing", "l2"]
 REGRESSIONS: tuple[str, ...] = ("smooth_l1", "wing", "l2")
 
@@ -49,6 +52,13 @@ class LossParts:
     n_cls: int
     n_box: int
     n_landmark: int
+
+
+def classification_mask(labels: LabelArray, landmark_positives: bool = False) -> LabelArray:
+    """Which samples the classification task sees (tensor or array of labels in, boolean
+    mask of the same kind out)."""
+    mask = (labels == POSITIVE) | (labels == NEGATIVE)
+    return mask | (labels == LANDMARK) if landmark_positives else mask
 
 
 def wing_loss(x: Tensor, w: float = 10.0, epsilon: float = 2.0) -> Tensor:
@@ -101,7 +111,7 @@ class MultiTaskLoss(nn.Module):
 
     def __init__(self, cls_weight: float = 1.0, box_weight: float = 0.5,
                  landmark_weight: float = 0.5, ohem_ratio: float = 0.7,
-                 regression: str = "smooth_l1") -> None:
+                 regression: str = "smooth_l1", landmark_positives: bool = False) -> None:
         super().__init__()
         if not 0.0 < ohem_ratio <= 1.0:
             raise ValueError(f"ohem_ratio must be in (0, 1], got {ohem_ratio}")
@@ -113,13 +123,15 @@ class MultiTaskLoss(nn.Module):
         self.landmark_weight = float(landmark_weight)
         self.ohem_ratio = float(ohem_ratio)
         self.regression = regression
+        self.landmark_positives = bool(landmark_positives)
 
     def classification(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, int]:
-        mask = (labels == POSITIVE) | (labels == NEGATIVE)
+        mask = classification_mask(labels, self.landmark_positives)
         n = int(mask.sum())
         if n == 0:
             return logits.new_zeros(()), 0
-        per_sample = F.cross_entropy(logits[mask].float(), labels[mask], reduction="none")
+        targets = (labels[mask] != NEGATIVE).long()  # 1 for positives (and landmark faces)
+        per_sample = F.cross_entropy(logits[mask].float(), targets, reduction="none")
         k = ohem_count(n, self.ohem_ratio)
         kept = per_sample if k == n else torch.topk(per_sample, k, sorted=False).values
         return kept.mean(), n
@@ -152,15 +164,17 @@ class MultiTaskLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"weights=({self.cls_weight}, {self.box_weight}, {self.landmark_weight}), "
-                f"ohem_ratio={self.ohem_ratio}, regression={self.regression!r}")
+                f"ohem_ratio={self.ohem_ratio}, regression={self.regression!r}, "
+                f"landmark_positives={self.landmark_positives}")
 
 
-def stage_loss(stage: str, ohem_ratio: float = 0.7, regression: str = "smooth_l1"
-               ) -> MultiTaskLoss:
+def stage_loss(stage: str, ohem_ratio: float = 0.7, regression: str = "smooth_l1",
+               landmark_positives: bool = False) -> MultiTaskLoss:
     """The loss with the paper's weights for ``stage`` ("pnet", "rnet" or "onet")."""
     try:
         weights = STAGE_WEIGHTS[stage]
     except KeyError:
         raise ValueError(f"unknown stage {stage!r}; expected one of "
                          f"{tuple(STAGE_WEIGHTS)}") from None
-    return MultiTaskLoss(*weights, ohem_ratio=ohem_ratio, regression=regression)
+    return MultiTaskLoss(*weights, ohem_ratio=ohem_ratio, regression=regression,
+                         landmark_positives=landmark_positives)

@@ -5,9 +5,11 @@ file with the step's result, written atomically; a step whose ``.done`` exists i
 
 ``prepare_pnet``       12 px positives / part faces / negatives from the training faces
                        (WIDER_train + the val images of ``splits/wider_val_train.txt``)
-``train_pnet``         PNet on those samples
+``prepare_landmarks``  12, 24 and 48 px landmark samples from the CNN_FacePoint train list
+                       (PNet and RNet have no landmark head: with ``landmark_positives`` they
+                       learn from them as faces, else they skip them)
+``train_pnet``         PNet on the 12 px samples
 ``mine_rnet``          24 px samples: PNet's detections on the training images
-``prepare_landmarks``  24 and 48 px landmark samples from the CNN_FacePoint train list
 ``prepare_crops``      24 and 48 px positives / part faces / negatives cut around the training
                        faces, as for PNet (they add the positives that mining alone finds
                        too few of; ``rnet.samples`` / ``onet.samples``, zero counts: none)
@@ -52,7 +54,7 @@ StrPath = str | os.PathLike[str]
 Progress = Callable[[str, int, int], None]  # (description, done, total)
 Echo = Callable[[str], None]
 
-STEPS = ("prepare_pnet", "train_pnet", "mine_rnet", "prepare_landmarks", "prepare_crops",
+STEPS = ("prepare_pnet", "prepare_landmarks", "train_pnet", "mine_rnet", "prepare_crops",
          "train_rnet", "mine_onet", "train_onet", "assemble", "evaluate")
 DONE = ".done"
 WEIGHTS_FILE = "weights.pt"
@@ -98,8 +100,10 @@ def _crop_samples() -> SampleConfig:
 @dataclass
 class PNetStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        stage="pnet", epochs=30, batch_size=384, batches_per_epoch=300, lr=1e-3))
+        stage="pnet", epochs=30, batch_size=384, batches_per_epoch=300, lr=1e-3,
+        batch_ratio=(3, 1, 1, 1), landmark_positives=True))
     samples: SampleConfig = field(default_factory=_pnet_samples)
+    landmarks: SampleConfig = field(default_factory=_landmark_samples)
 
 
 @dataclass
@@ -190,7 +194,7 @@ def _leaf(cls: type, base: Any, data: Any, where: str, fixed: Mapping[str, Any])
 
 
 def _stage(stage: str, base: Any, data: Any, device: str) -> Any:
-    subs = {"samples": SampleConfig} if stage == "pnet" else {
+    subs = {"landmarks": SampleConfig, "samples": SampleConfig} if stage == "pnet" else {
         "mining": MiningConfig, "landmarks": SampleConfig, "samples": SampleConfig}
     allowed = [*_fields(TrainConfig, ("stage", "device")), *subs]
     values = _check_keys(data, allowed, stage)
@@ -439,7 +443,8 @@ def prepare_pnet(run: Run) -> dict[str, Any]:
 
 
 def train_pnet(run: Run) -> dict[str, Any]:
-    return _train(run, "pnet", [run.step_dir("prepare_pnet") / "samples"])
+    return _train(run, "pnet", [run.step_dir("prepare_pnet") / "samples",
+                                run.step_dir("prepare_landmarks") / str(nets.INPUT_SIZE["pnet"])])
 
 
 def mine_rnet(run: Run) -> dict[str, Any]:
@@ -450,7 +455,7 @@ def prepare_landmarks(run: Run) -> dict[str, Any]:
     d = run.config.data
     samples = _limit(read_landmark_list(run.path(d.landmark_list)), d.max_landmark_samples)
     out = {}
-    for stage in ("rnet", "onet"):
+    for stage in nets.STAGES:
         cfg = getattr(run.config, stage).landmarks
         out[str(cfg.size)] = generate_landmark_samples(
             samples, run.path(d.landmark_images),
@@ -529,7 +534,8 @@ STEP_FUNCTIONS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "train_onet": train_onet, "assemble": assemble, "evaluate": evaluate,
 }
 REQUIRES: dict[str, tuple[str, ...]] = {
-    "prepare_pnet": (), "train_pnet": ("prepare_pnet",), "mine_rnet": ("train_pnet",),
+    "prepare_pnet": (), "train_pnet": ("prepare_pnet", "prepare_landmarks"),
+    "mine_rnet": ("train_pnet",),
     "prepare_landmarks": (), "prepare_crops": (),
     "train_rnet": ("mine_rnet", "prepare_landmarks", "prepare_crops"),
     "mine_onet": ("train_pnet", "train_rnet"),

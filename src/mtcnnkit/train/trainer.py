@@ -74,7 +74,7 @@ from ..data.augment import BatchAugment
 from ..data.shards import LANDMARK, NEGATIVE, PART, POSITIVE, ShardDataset, to_batch
 from . import distributed
 from .distributed import DistContext
-from .losses import MultiTaskLoss, stage_loss
+from .losses import MultiTaskLoss, classification_mask, stage_loss
 from .metrics import EpochMetrics, plot_metrics, write_csv
 
 # the order of TrainConfig.batch_ratio
@@ -103,6 +103,7 @@ class TrainConfig:
     batch_ratio: tuple[float, float, float, float] = (3, 1, 1, 2)  # neg:pos:part:landmark
     ohem_ratio: float = 0.7
     regression: str = "smooth_l1"  # "smooth_l1" | "wing" | "l2"
+    landmark_positives: bool = False  # landmark samples also train classification, as faces
     best_metric: str = "cls_loss"  # "cls_loss" (val, lower) | "cls_acc" (val, higher)
     seed: int = 0
     num_workers: int = 0
@@ -280,17 +281,18 @@ class _RankBatchSource(_BatchSource):
     the cls, box and landmark tasks (for :func:`~mtcnnkit.train.distributed.shard_total`)."""
 
     def __init__(self, data: ShardDataset, index_map: np.ndarray, augment: BatchAugment,
-                 rank: int, world_size: int) -> None:
+                 rank: int, world_size: int, landmark_positives: bool = False) -> None:
         super().__init__(data, index_map, augment)
         self.rank, self.world_size = rank, world_size
+        self.landmark_positives = landmark_positives
 
     def __getitem__(self, item: tuple[tuple[int, ...], np.ndarray]
                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         key, indices = item
         share = super().__getitem__(((*key, self.rank), indices[self.rank::self.world_size]))
         labels = self.data.labels[self.index_map[indices]]
-        pos, neg = labels == POSITIVE, labels == NEGATIVE
-        counts = [(pos | neg).sum(), (pos | (labels == PART)).sum(), (labels == LANDMARK).sum()]
+        counts = [classification_mask(labels, self.landmark_positives).sum(),
+                  ((labels == POSITIVE) | (labels == PART)).sum(), (labels == LANDMARK).sum()]
         return (*share, torch.tensor([int(c) for c in counts]))
 
 
@@ -499,19 +501,20 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
     net = nets.create(config.arch)  # type: ignore[arg-type]
     landmarks = _has_landmark_head(net, size)
     net.to(device).train()
-    loss_fn = stage_loss(config.stage, config.ohem_ratio, config.regression)
+    loss_fn = stage_loss(config.stage, config.ohem_ratio, config.regression,
+                         config.landmark_positives)
     val_loss_fn = stage_loss(config.stage, 1.0, config.regression)
     optimizer = _make_optimizer(config, net)
     scheduler = _make_scheduler(config, optimizer)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     ratio = list(config.batch_ratio)
-    if not landmarks:
+    if not (landmarks or config.landmark_positives):
         ratio[RATIO_LABELS.index(LANDMARK)] = 0.0
     sampler = BalancedBatchSampler(train_data.labels[train_idx], ratio, config.batch_size,
                                    config.seed, config.batches_per_epoch)
     source = (_RankBatchSource(train_data, train_idx, config.augment, ctx.rank,
-                               ctx.world_size) if ctx.active
+                               ctx.world_size, config.landmark_positives) if ctx.active
               else _BatchSource(train_data, train_idx, config.augment))
     # workers start from a fork server, not a fork of this process: forking after torch,
     # OpenVINO or ncnn started their thread pools can crash the child (seen here)
