@@ -443,8 +443,10 @@ def prepare_pnet(run: Run) -> dict[str, Any]:
 
 
 def train_pnet(run: Run) -> dict[str, Any]:
-    return _train(run, "pnet", [run.step_dir("prepare_pnet") / "samples",
-                                run.step_dir("prepare_landmarks") / str(nets.INPUT_SIZE["pnet"])])
+    sources = [run.step_dir("prepare_pnet") / "samples"]
+    if run.config.pnet.train.landmark_positives:  # else PNet (no landmark head) skips them
+        sources.append(run.step_dir("prepare_landmarks") / str(nets.INPUT_SIZE["pnet"]))
+    return _train(run, "pnet", sources)
 
 
 def mine_rnet(run: Run) -> dict[str, Any]:
