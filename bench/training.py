@@ -38,6 +38,7 @@ How to run
 ----------
     python bench/training.py --out /tmp/training.md
     python bench/training.py --images 4 --landmarks 20 --batches 2 --threads 1 --workers 1
+    python bench/training.py --malloc glibc      # without keep_freed_memory, for the ratio
 
 The Markdown report goes to stdout (and to ``--out FILE``), progress to stderr. About 3-5
 minutes at the defaults on a quiet 2-core machine. Run it with nothing else on the cores:
@@ -59,6 +60,7 @@ from typing import Any
 
 from common import machine_meta, positive, torch_threads
 from mtcnnkit import nets
+from mtcnnkit.allocator import keep_freed_memory
 from mtcnnkit.data.annotations import FaceBoxes, read_landmark_list, read_wider_txt
 from mtcnnkit.data.mining import MiningConfig, mine, mining_detector
 from mtcnnkit.data.samples import (
@@ -289,6 +291,7 @@ def markdown(meta: dict, samples: list[dict], startup: dict[int, float], mining:
         f"- Threads: sample generation runs one torch/OpenCV thread per worker process "
         f"(workers {', '.join(map(str, meta['workers']))}); mining and training at "
         f"{', '.join(map(str, meta['threads']))} torch thread(s) (`torch.set_num_threads`)",
+        f"- Memory allocator: {meta['malloc']} (`--malloc`)",
     ]
 
     out += ["", "### Sample generation", "",
@@ -385,6 +388,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", default="reference",
                    help="cascade weights for mining: 'reference', 'default' or a path "
                         "(default: reference)")
+    p.add_argument("--malloc", choices=("keep", "glibc"), default="keep",
+                   help="keep: keep freed memory in the process (`keep_freed_memory`, what "
+                        "the mtcnnkit command does); glibc: glibc's own defaults, to measure "
+                        "the difference (default: keep)")
     p.add_argument("--out", type=Path, metavar="FILE",
                    help="also write the Markdown report to FILE")
     return p.parse_args(argv)
@@ -393,6 +400,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
+    malloc = ("kept freed memory (`keep_freed_memory`, as the mtcnnkit command)"
+              if args.malloc == "keep" and keep_freed_memory() else "glibc defaults")
     config = load_config()
     inputs = read_inputs(args.data, config, args.images, args.landmarks)
     meta = {
@@ -400,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": os.fspath(args.data), "images": len(inputs.faces),
         "faces": sum(len(f.boxes) for f in inputs.faces), "landmarks": len(inputs.landmarks),
         "workers": args.workers, "threads": args.threads, "batches": args.batches,
-        "weights": args.weights,
+        "weights": args.weights, "malloc": malloc,
     }
     with tempfile.TemporaryDirectory(prefix="mtcnnkit-bench-training-") as name:
         tmp = Path(name)

@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .cli_support import (
     WeightsOption,
     device_option,
@@ -82,6 +83,7 @@ def main(
         help="Show mtcnnkit's version and exit.")] = False,
 ) -> None:
     """MTCNN face detection: find faces and their 5 landmarks in images."""
+    keep_freed_memory()  # this process is ours: spare the kernel re-zeroing big tensors
 
 
 # ---------------------------------------------------------------- option checks
