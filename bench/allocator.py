@@ -3,9 +3,9 @@
 What is measured
 ----------------
 For each net, a child process runs ``--steps`` training steps (forward, squared error to
-fixed random targets, backward, Adam step) on a fixed random batch of the pipeline's training batch size
-(PNet 384 at 12 px, RNet 256 at 24 px, ONet 256 at 48 px) at ``--threads`` torch threads,
-after 3 untimed steps. Only the allocator setting differs between the two children:
+fixed random targets, backward, Adam step) on a fixed random batch of the pipeline's training
+batch size (PNet 384 at 12 px, RNet 256 at 24 px, ONet 256 at 48 px) at ``--threads`` torch
+threads, after 3 untimed steps. Only the allocator setting differs between the two children:
 ``keep`` calls ``mtcnnkit.allocator.keep_freed_memory()`` first (what the ``mtcnnkit``
 command does at start-up), ``glibc`` leaves glibc's defaults. The children alternate
 (keep, glibc, keep, glibc, ...) ``--repeats`` times per net, so that a change of machine
