@@ -281,7 +281,7 @@ def test_bundled_weights_load_and_describe_themselves() -> None:
     assert set(cascade.meta["metrics"]) == {"pnet", "rnet", "onet"}
     # ... and those settings are the shipped defaults (configs/default.yaml): `mtcnnkit
     # train` with no options is the recipe of the model card. Keys newer than the weights take
-    # today's defaults, which must keep the old behaviour (e.g. landmark_positives: false)
+    # today's defaults, which must then reproduce the weights' behaviour
     from mtcnnkit.train.pipeline import build_config, load_config
 
     assert build_config(cascade.meta["config"]).to_dict() == load_config(None).to_dict()

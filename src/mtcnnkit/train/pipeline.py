@@ -100,7 +100,8 @@ def _crop_samples() -> SampleConfig:
 @dataclass
 class PNetStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        stage="pnet", epochs=30, batch_size=384, batches_per_epoch=300, lr=1e-3))
+        stage="pnet", epochs=30, batch_size=384, batches_per_epoch=300, lr=1e-3,
+        batch_ratio=(3, 1, 1, 1), landmark_positives=True))
     samples: SampleConfig = field(default_factory=_pnet_samples)
     landmarks: SampleConfig = field(default_factory=_landmark_samples)
 
@@ -109,7 +110,7 @@ class PNetStageConfig:
 class RNetStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         stage="rnet", epochs=16, batch_size=256, batches_per_epoch=300, lr=1e-3,
-        batch_ratio=(2, 1, 1, 2)))
+        batch_ratio=(2, 1, 1, 1), landmark_positives=True))
     mining: MiningConfig = field(default_factory=lambda: MiningConfig(
         stage="rnet", pnet_threshold=0.6, min_face_size=20.0, max_negatives=60))
     landmarks: SampleConfig = field(default_factory=_landmark_samples)
