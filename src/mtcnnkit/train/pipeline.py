@@ -109,7 +109,7 @@ class PNetStageConfig:
 @dataclass
 class RNetStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        stage="rnet", epochs=16, batch_size=256, batches_per_epoch=300, lr=1e-3,
+        stage="rnet", epochs=32, batch_size=256, batches_per_epoch=300, lr=1e-3,
         batch_ratio=(2, 1, 1, 1), landmark_positives=True))
     mining: MiningConfig = field(default_factory=lambda: MiningConfig(
         stage="rnet", pnet_threshold=0.6, min_face_size=20.0, max_negatives=60))
