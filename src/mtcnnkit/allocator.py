@@ -6,8 +6,10 @@ ONet at batch 256 allocates and frees activations of tens of MB each, so every s
 them and the kernel zeroes every page again on first touch: measured on the 2-core VM,
 ≈ 160,000 page faults per second and half of the CPU time in the kernel. Keeping freed
 memory in the process (blocks up to ``cap_bytes`` from the heap, no trimming) removes most
-of those faults: 1.37× ONet training steps in ``bench/allocator.py``, ≈ 2× in the real
-trainer at 2 threads (docs/BENCHMARKS.md).
+of those faults: 1.37× ONet training steps in ``bench/allocator.py``, ≈ 1.4–2× in the real
+trainer at 2 threads. PNet and RNet training, whose activations are small, measured 10–35 %
+slower with it on a quiet machine (not understood yet); ONet dominates a pipeline run, so the
+command keeps it on (docs/BENCHMARKS.md).
 
 The price is that the process keeps its peak heap until it exits, which is what a training
 or evaluation run does anyway. This is a setting of the whole process, so the library never
