@@ -160,6 +160,22 @@ def test_invalid_faces_ignored() -> None:
     assert plan.labels.tolist() == [1, 1, 1, 0]
 
 
+def test_positive_iou_moves_the_positive_part_border() -> None:
+    face = FaceBoxes("x.png", np.array([[100, 100, 200, 200]], np.float32))
+    # IoU with the face: 1.0, ~0.70, ~0.55, ~0.45 (shifted along x)
+    boxes = np.array([[100 + dx, 100, 200 + dx, 200] for dx in (0, 18, 29, 38)], np.float32)
+    overlaps = np_iou(boxes, face.boxes)[:, 0]
+    assert overlaps[1] > 0.65 > overlaps[2] > 0.5 > overlaps[3] > 0.4
+    scores = np.ones(4, np.float32)
+    default = label_candidates(boxes, scores, face, 300, 300, MiningConfig())
+    assert default.labels.tolist() == [1, 1, -1, -1]
+    loose = label_candidates(boxes, scores, face, 300, 300, MiningConfig(positive_iou=0.5))
+    assert loose.labels.tolist() == [1, 1, 1, -1]
+    # only the labels move: regions and box targets are those of the default rule
+    assert np.array_equal(loose.regions, default.regions)
+    assert np.array_equal(loose.boxes, default.boxes)
+
+
 def test_resume_gives_the_same_shards(tmp_path: Path) -> None:
     faces, fake = make_dataset(tmp_path, n=5, seed=1)
     config = MiningConfig(stage="onet", max_negatives=10, batch_size=2, samples_per_shard=1)
@@ -188,6 +204,9 @@ def test_config_validation() -> None:
         MiningConfig(pnet_threshold=1.5)
     with pytest.raises(ValueError):
         MiningConfig(batch_size=0)
+    for bad in (0.4, 0.3, 1.01):
+        with pytest.raises(ValueError, match="positive_iou"):
+            MiningConfig(positive_iou=bad)
     assert MiningConfig(stage="onet").size == 48 and MiningConfig().last_stage == "pnet"
 
 

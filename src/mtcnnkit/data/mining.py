@@ -17,7 +17,9 @@ data = PNet+RNet's"):
   are exactly inference crops. Candidates whose region is empty are dropped.
 * The candidate is labelled by the largest IoU of its box (the square box the cascade hands
   to the next stage, not clipped) with the image's faces, ``< 0.3`` negative (0),
-  ``[0.4, 0.65)`` part (-1), ``>= 0.65`` positive (1), ``[0.3, 0.4)`` dropped; box targets
+  ``[0.4, positive_iou)`` part (-1), ``>= positive_iou`` positive (1), ``[0.3, 0.4)``
+  dropped (``positive_iou`` 0.65 by default, the paper's rule; a lower value such as 0.5
+  teaches the next net to accept the looser boxes it will be handed around faces); box targets
   refer to the face of largest IoU, in the cascade's own convention: the offsets that
   :func:`mtcnnkit.detect.boxes.calibrate` (``plus_one=True``, as RNet and ONet outputs are
   applied) turns the candidate box into that face with, ``(g - b) / (w + 1, h + 1, ...)``.
@@ -82,6 +84,7 @@ class MiningConfig:
     rnet_threshold: float = 0.7  # used for stage "onet"
     min_face_size: float = 20.0
     max_negatives: int | None = 100  # per image, highest scores kept; None: all
+    positive_iou: float = POSITIVE_IOU  # IoU from which a candidate is a positive (else part)
     batch_size: int = 16  # images per detector call (and per resumable chunk)
     skip_invalid: bool = True
     seed: int = 0  # recorded in the shards; mining itself draws no random numbers
@@ -95,6 +98,9 @@ class MiningConfig:
                 raise ValueError(f"MiningConfig.{name} must lie in [0, 1]")
         if self.min_face_size <= 0:
             raise ValueError("MiningConfig.min_face_size must be positive")
+        if not PART_IOU < self.positive_iou <= 1.0:
+            raise ValueError(f"MiningConfig.positive_iou must lie in ({PART_IOU}, 1], got "
+                             f"{self.positive_iou}")
         if self.max_negatives is not None and self.max_negatives < 0:
             raise ValueError("MiningConfig.max_negatives must be >= 0 or None")
         for name in ("batch_size", "samples_per_shard"):
@@ -175,8 +181,8 @@ def label_candidates(boxes: np.ndarray, scores: np.ndarray, faces: FaceBoxes, wi
     best, which = best_overlap(cand_boxes, gt[usable])
     labels = np.full(len(regions), 2, np.int8)  # 2: dropped
     labels[best < NEGATIVE_IOU] = NEGATIVE
-    labels[(best >= PART_IOU) & (best < POSITIVE_IOU)] = PART
-    labels[best >= POSITIVE_IOU] = POSITIVE
+    labels[(best >= PART_IOU) & (best < config.positive_iou)] = PART
+    labels[best >= config.positive_iou] = POSITIVE
     if (~usable).any():
         near_invalid = best_overlap(cand_boxes, gt[~usable])[0] >= NEGATIVE_IOU
         labels[(labels == NEGATIVE) & near_invalid] = 2
