@@ -171,6 +171,8 @@ def test_positive_iou_moves_the_positive_part_border() -> None:
     assert default.labels.tolist() == [1, 1, -1, -1]
     loose = label_candidates(boxes, scores, face, 300, 300, MiningConfig(positive_iou=0.5))
     assert loose.labels.tolist() == [1, 1, 1, -1]
+    assert "positive_iou" not in MiningConfig().fingerprint_fields()  # earlier shards valid
+    assert MiningConfig(positive_iou=0.5).fingerprint_fields()["positive_iou"] == 0.5
     # only the labels move: regions and box targets are those of the default rule
     assert np.array_equal(loose.regions, default.regions)
     assert np.array_equal(loose.boxes, default.boxes)

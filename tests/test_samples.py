@@ -171,6 +171,25 @@ def test_plan_without_faces_and_crowded() -> None:
         assert label == 0 and iou_numpy(crop.astype(np.float64), grid).max() < 0.3
 
 
+def test_crop_scale_sets_the_side_of_positive_and_part_crops() -> None:
+    face = np.array([[100.0, 100.0, 180.0, 200.0]])  # 80 x 100: longest side 100
+    sides = {}
+    for scale in ((0.8, 1.25), (0.6, 1.25)):
+        config = SampleConfig(size=12, negatives_random=0, negatives_near=0,
+                              positive_attempts=400, crop_scale=scale)
+        plan = plan_detection_crops(face, np.ones(1, bool), 400, 400, config,
+                                    np.random.default_rng(0))
+        side = plan.crops[:, 2] - plan.crops[:, 0]
+        assert len(side) and (plan.labels != 0).all()
+        assert side.min() >= np.floor(scale[0] * 100) and side.max() <= np.ceil(1.25 * 100)
+        sides[scale] = side
+    # the lower bound reaches sides the default never draws (part faces, IoU 0.4-0.65)
+    assert sides[(0.6, 1.25)].min() < 80 <= sides[(0.8, 1.25)].min()
+    # the default keeps earlier shards' fingerprints; another range changes them
+    assert "crop_scale" not in SampleConfig().fingerprint_fields()
+    assert SampleConfig(crop_scale=[0.6, 1.25]).fingerprint_fields()["crop_scale"] == (0.6, 1.25)
+
+
 def test_integral_images_match_the_detectors() -> None:
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((7, 5, 3), (40, 61, 3))]
@@ -184,7 +203,8 @@ def test_config_checks() -> None:
     assert SampleConfig(size=12).face_min == 12 and SampleConfig(size=24).face_min == 20
     assert SampleConfig(size=48, min_face=40).face_min == 40
     for bad in ({"flip_p": 1.5}, {"workers": 0}, {"negatives_random": -1}, {"size": 0},
-                {"brightness": 1.0}, {"samples_per_shard": 0}, {"min_face": 0}):
+                {"brightness": 1.0}, {"samples_per_shard": 0}, {"min_face": 0},
+                {"crop_scale": (0.0, 1.0)}, {"crop_scale": (1.3, 1.2)}, {"crop_scale": (1.0,)}):
         with pytest.raises(ValueError):
             SampleConfig(**bad)
 

@@ -117,7 +117,10 @@ class MiningConfig:
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """Everything that decides the output."""
-        return dataclasses.asdict(self)
+        fields = dataclasses.asdict(self)
+        if self.positive_iou == POSITIVE_IOU:  # added later: shards made before it stay valid
+            del fields["positive_iou"]
+        return fields
 
 
 class MiningDetector(Protocol):

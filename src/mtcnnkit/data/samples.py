@@ -17,7 +17,8 @@ continuous coordinates, crops are integer squares ``[x0, x0 + s) x [y0, y0 + s)`
   range whose left/top edge is ``x1 + U(-s, w)``, ``y1 + U(-s, h)`` (clamped at 0), kept
   when the IoU rule says negative.
 * Positives and part faces: ``positive_attempts`` per used face, squares of side
-  ``[0.8, 1.25] * max(w, h)`` centred on the face centre shifted by ``U(-0.2, 0.2) * (w, h)``.
+  ``crop_scale * max(w, h)`` (default ``[0.8, 1.25]``) centred on the face centre shifted
+  by ``U(-0.2, 0.2) * (w, h)``.
 * Every crop lies inside the image (candidates that do not are skipped) and is cut and
   area-resized with :func:`mtcnnkit.detect.sampling.sample_regions`, the function the
   detector uses at inference, all crops of an image in one call (in blocks of
@@ -107,6 +108,7 @@ class SampleConfig:
     negatives_random: int = 50  # per image
     negatives_near: int = 5  # attempts per used face
     positive_attempts: int = 20  # per used face (positives and part faces)
+    crop_scale: tuple[float, float] = (0.8, 1.25)  # side range of those crops, x longest side
     negative_min_side: int = 12  # smallest negative square, px in the image
     min_face: int | None = None  # None: 12 for size 12, 20 otherwise (width and height)
     skip_invalid: bool = True  # WIDER "invalid" faces give no positives (still avoided)
@@ -121,6 +123,11 @@ class SampleConfig:
     samples_per_shard: int = 50_000
 
     def __post_init__(self) -> None:
+        scale = tuple(float(v) for v in self.crop_scale)
+        if len(scale) != 2 or not 0.0 < scale[0] <= scale[1]:
+            raise ValueError(f"SampleConfig.crop_scale must be [low, high] with 0 < low <= "
+                             f"high, got {self.crop_scale}")
+        object.__setattr__(self, "crop_scale", scale)
         counts = ("size", "seed", "negatives_random", "negatives_near", "positive_attempts",
                   "negative_min_side", "landmark_attempts")
         for name in counts:
@@ -150,6 +157,8 @@ class SampleConfig:
         fields = dataclasses.asdict(self)
         del fields["workers"]
         fields["min_face"] = self.face_min
+        if self.crop_scale == (0.8, 1.25):  # added later: shards made before it stay valid
+            del fields["crop_scale"]
         return fields
 
 
@@ -211,14 +220,16 @@ def _targets(crops: np.ndarray, boxes: np.ndarray, plus_one: bool = False) -> np
     return ((np.asarray(boxes, np.float64) - crops) / scale).astype(np.float32)
 
 
-def _around(boxes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One positive-style square per box: side ``[0.8, 1.25] * max(w, h)``, centre shifted
-    by ``U(-0.2, 0.2) * (w, h)`` (may lie partly outside the image)."""
+def _around(boxes: np.ndarray, rng: np.random.Generator,
+            scale: tuple[float, float] = (0.8, 1.25)) -> np.ndarray:
+    """One positive-style square per box: side ``scale * max(w, h)`` (an integer drawn
+    uniformly from that range), centre shifted by ``U(-0.2, 0.2) * (w, h)`` (may lie partly
+    outside the image)."""
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
     longest = np.maximum(w, h)
-    low = np.maximum(np.floor(0.8 * longest), 1).astype(np.int64)
-    side = rng.integers(low, np.ceil(1.25 * longest).astype(np.int64) + 1)
+    low = np.maximum(np.floor(scale[0] * longest), 1).astype(np.int64)
+    side = rng.integers(low, np.maximum(np.ceil(scale[1] * longest).astype(np.int64), low) + 1)
     dx = rng.uniform(-0.2, 0.2, len(boxes)) * w
     dy = rng.uniform(-0.2, 0.2, len(boxes)) * h
     x0 = np.round(boxes[:, 0] + w / 2 + dx - side / 2)
@@ -261,7 +272,8 @@ def plan_detection_crops(boxes: np.ndarray, usable: np.ndarray, width: int, heig
 
     # Positives and part faces around the faces.
     if config.positive_attempts and len(sources):
-        crops = _around(np.repeat(sources, config.positive_attempts, axis=0), rng)
+        crops = _around(np.repeat(sources, config.positive_attempts, axis=0), rng,
+                        config.crop_scale)
         crops = crops[_inside(crops, width, height)]
         best, which = best_overlap(crops, faces)
         keep = best >= PART_IOU
@@ -305,7 +317,7 @@ def plan_landmark_crops(box: Sequence[float], points: np.ndarray, width: int, he
     b = np.asarray(box, dtype=np.float64).reshape(1, 4)
     pts = np.asarray(points, dtype=np.float64).reshape(5, 2)
     # Draw everything first, whatever is kept, so the stream never depends on outcomes.
-    crops = _around(np.repeat(b, k, axis=0), rng)
+    crops = _around(np.repeat(b, k, axis=0), rng, config.crop_scale)
     flips = rng.random(k) < config.flip_p
     angles = np.where(rng.random(k) < config.rotation_p,
                       rng.uniform(-config.max_rotation, config.max_rotation, k), 0.0)

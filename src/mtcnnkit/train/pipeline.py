@@ -159,7 +159,8 @@ class PipelineConfig:
                 train.pop(key)
             for name in ("samples", "mining", "landmarks"):
                 if hasattr(section, name):
-                    sub = dataclasses.asdict(getattr(section, name))
+                    sub = {k: list(v) if isinstance(v, tuple) else v
+                           for k, v in dataclasses.asdict(getattr(section, name)).items()}
                     sub.pop("size" if name != "mining" else "stage")
                     train[name] = sub
             out[stage] = train
