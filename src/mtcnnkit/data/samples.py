@@ -91,6 +91,7 @@ StrPath = str | os.PathLike[str]
 Progress = Callable[[int, int], None]
 
 NEGATIVE_IOU, PART_IOU, POSITIVE_IOU = 0.3, 0.4, 0.65
+CROP_SCALE = (0.8, 1.25)  # default side range of positive / part crops, x longest face side
 NEGATIVE_ROUNDS = 4  # vectorised candidate rounds for the random negatives of one image
 CROP_BLOCK = 4096  # crops resampled per sample_regions call (bounds memory on huge images)
 IOU_BLOCK = 4096  # candidate crops per IoU matrix
@@ -108,7 +109,7 @@ class SampleConfig:
     negatives_random: int = 50  # per image
     negatives_near: int = 5  # attempts per used face
     positive_attempts: int = 20  # per used face (positives and part faces)
-    crop_scale: tuple[float, float] = (0.8, 1.25)  # side range of those crops, x longest side
+    crop_scale: tuple[float, float] = CROP_SCALE  # side range of those crops, x longest side
     negative_min_side: int = 12  # smallest negative square, px in the image
     min_face: int | None = None  # None: 12 for size 12, 20 otherwise (width and height)
     skip_invalid: bool = True  # WIDER "invalid" faces give no positives (still avoided)
@@ -157,7 +158,7 @@ class SampleConfig:
         fields = dataclasses.asdict(self)
         del fields["workers"]
         fields["min_face"] = self.face_min
-        if self.crop_scale == (0.8, 1.25):  # added later: shards made before it stay valid
+        if self.crop_scale == CROP_SCALE:  # added later: shards made before it stay valid
             del fields["crop_scale"]
         return fields
 
@@ -221,7 +222,7 @@ def _targets(crops: np.ndarray, boxes: np.ndarray, plus_one: bool = False) -> np
 
 
 def _around(boxes: np.ndarray, rng: np.random.Generator,
-            scale: tuple[float, float] = (0.8, 1.25)) -> np.ndarray:
+            scale: tuple[float, float] = CROP_SCALE) -> np.ndarray:
     """One positive-style square per box: side ``scale * max(w, h)`` (an integer drawn
     uniformly from that range), centre shifted by ``U(-0.2, 0.2) * (w, h)`` (may lie partly
     outside the image)."""
@@ -229,7 +230,7 @@ def _around(boxes: np.ndarray, rng: np.random.Generator,
     h = boxes[:, 3] - boxes[:, 1]
     longest = np.maximum(w, h)
     low = np.maximum(np.floor(scale[0] * longest), 1).astype(np.int64)
-    side = rng.integers(low, np.maximum(np.ceil(scale[1] * longest).astype(np.int64), low) + 1)
+    side = rng.integers(low, np.ceil(scale[1] * longest).astype(np.int64) + 1)
     dx = rng.uniform(-0.2, 0.2, len(boxes)) * w
     dy = rng.uniform(-0.2, 0.2, len(boxes)) * h
     x0 = np.round(boxes[:, 0] + w / 2 + dx - side / 2)
