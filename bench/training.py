@@ -1,4 +1,4 @@
-"""Training-side CPU throughput: sample generation, hard-example mining, net training.
+"""Training-side throughput: sample generation, hard-example mining, net training.
 
 What is measured
 ----------------
@@ -39,6 +39,10 @@ How to run
     python bench/training.py --out /tmp/training.md
     python bench/training.py --images 4 --landmarks 20 --batches 2 --threads 1 --workers 1
     python bench/training.py --malloc glibc      # without keep_freed_memory, for the ratio
+    python bench/training.py --device cuda --amp --threads 4 --workers 8   # on a GPU
+
+``--device`` moves mining and training to that device (``--amp``: mixed-precision training);
+sample generation is CPU work whatever the device.
 
 The Markdown report goes to stdout (and to ``--out FILE``), progress to stderr. About 3-5
 minutes at the defaults on a quiet 2-core machine. Run it with nothing else on the cores:
@@ -57,6 +61,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from common import machine_meta, positive, torch_threads
 from mtcnnkit import nets
@@ -92,6 +98,12 @@ def positive_list(text: str) -> list[int]:
     if not values:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
     return list(dict.fromkeys(values))
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -189,7 +201,7 @@ def bench_mining(args: argparse.Namespace, inputs: Inputs, config: PipelineConfi
         with torch_threads(threads):
             for stage in ("rnet", "onet"):
                 cfg: MiningConfig = getattr(config, stage).mining
-                detector = mining_detector(args.weights, cfg)
+                detector = mining_detector(args.weights, cfg, device=args.device)
                 detector.detect_tensors([warm], last_stage=cfg.last_stage)  # untimed warm-up
                 out = tmp / f"mine-{stage}-t{threads}"
                 seconds, counts = timed(lambda detector=detector, out=out, cfg=cfg: mine(
@@ -234,7 +246,8 @@ def bench_training(args: argparse.Namespace, config: PipelineConfig, roots: dict
             for stage in nets.STAGES:
                 base: TrainConfig = getattr(config, stage).train
                 cfg = dataclasses.replace(base, epochs=1, batches_per_epoch=args.batches,
-                                          val_fraction=0.0, device="cpu")
+                                          val_fraction=0.0, device=args.device,
+                                          amp=args.amp)
                 clock = BatchClock()
                 out = tmp / f"train-{stage}-t{threads}"
                 wall, result = timed(lambda cfg=cfg, out=out, stage=stage, clock=clock:
@@ -292,6 +305,7 @@ def markdown(meta: dict, samples: list[dict], startup: dict[int, float], mining:
         f"(workers {', '.join(map(str, meta['workers']))}); mining and training at "
         f"{', '.join(map(str, meta['threads']))} torch thread(s) (`torch.set_num_threads`)",
         f"- Memory allocator: {meta['malloc']} (`--malloc`)",
+        f"- Mining and training device: {meta['device']} (`--device`, `--amp`)",
     ]
 
     out += ["", "### Sample generation", "",
@@ -364,7 +378,7 @@ def markdown(meta: dict, samples: list[dict], startup: dict[int, float], mining:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="CPU throughput of the training side: sample generation (crops/s), "
+        description="Throughput of the training side: sample generation (crops/s), "
                     "hard-example mining (images/s) and training (samples/s), with the "
                     "pipeline's default settings on the first WIDER_train images.",
         epilog="example: python bench/training.py --out /tmp/training.md; quick check: "
@@ -392,9 +406,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="keep: keep freed memory in the process (`keep_freed_memory`, what "
                         "the mtcnnkit command does); glibc: glibc's own defaults, to measure "
                         "the difference (default: keep)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device for mining and training: cpu, cuda, cuda:N "
+                        "(sample generation always runs on the CPU; default: cpu)")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed-precision training (takes effect on CUDA only)")
     p.add_argument("--out", type=Path, metavar="FILE",
                    help="also write the Markdown report to FILE")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: CUDA is not available here")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -410,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         "faces": sum(len(f.boxes) for f in inputs.faces), "landmarks": len(inputs.landmarks),
         "workers": args.workers, "threads": args.threads, "batches": args.batches,
         "weights": args.weights, "malloc": malloc,
+        "device": device_name(args.device) + (", AMP" if args.amp else ""),
     }
     with tempfile.TemporaryDirectory(prefix="mtcnnkit-bench-training-") as name:
         tmp = Path(name)

@@ -225,6 +225,65 @@ def test_cuda_without_cuda_raises_value_error(reference_weights_dir: Path) -> No
         Detector(weights=reference_weights_dir, device="cuda")
 
 
+def cuda_and_cpu_detectors(weights: str, reference_weights_dir: Path
+                           ) -> tuple[Detector, Detector]:
+    chosen = reference_weights_dir if weights == "reference" else "default"
+    return Detector(weights=chosen, device="cuda"), Detector(weights=chosen, device="cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("weights", ["reference", "default"])
+def test_cuda_mixed_batch_equals_images_alone(weights: str, dlib_faces: list[Path],
+                                              reference_weights_dir: Path) -> None:
+    gpu, _ = cuda_and_cpu_detectors(weights, reference_weights_dir)
+    images = [rgb(p) for p in dlib_faces]
+    assert len({im.shape for im in images}) > 1  # really a mixed-size batch
+    batch = gpu.detect(images)
+    assert sum(len(faces) for faces in batch) > 0
+    for image, faces in zip(images, batch, strict=True):
+        assert_same_faces(gpu.detect(image), faces, atol=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("weights", ["reference", "default"])
+def test_cuda_finds_the_faces_cpu_finds(weights: str, dlib_faces: list[Path],
+                                        reference_weights_dir: Path) -> None:
+    """Not identical: PNet's windows overlap by exactly the NMS threshold all over the grid,
+    and float rounding, which differs between devices, decides those ties (facenet-pytorch's
+    CPU and CUDA results differ the same way). So: the same faces, boxes within a few pixels,
+    at most one face more or less over the nine photos."""
+    gpu, cpu = cuda_and_cpu_detectors(weights, reference_weights_dir)
+    images = [rgb(p) for p in dlib_faces]
+    unmatched = 0
+    for image, gpu_faces in zip(images, gpu.detect(images), strict=True):
+        cpu_faces = cpu.detect(image)
+        if not cpu_faces or not gpu_faces:
+            unmatched += len(cpu_faces) + len(gpu_faces)
+            continue
+        overlap = iou(boxes_of(cpu_faces), boxes_of(gpu_faces))
+        unmatched += int((overlap.max(dim=1).values < 0.8).sum())
+        unmatched += int((overlap.max(dim=0).values < 0.8).sum())
+    assert unmatched <= 1
+
+
+def test_cuda_calls_run_without_tf32_and_restore_the_settings() -> None:
+    from mtcnnkit.detect.detector import _without_tf32
+
+    flags = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = [f.allow_tf32 for f in flags]
+    try:
+        for f in flags:
+            f.allow_tf32 = True
+        with _without_tf32(torch.device("cpu")):
+            assert [f.allow_tf32 for f in flags] == [True, True]
+        with _without_tf32(torch.device("cuda")):
+            assert [f.allow_tf32 for f in flags] == [False, False]
+        assert [f.allow_tf32 for f in flags] == [True, True]
+    finally:
+        for f, value in zip(flags, before, strict=True):
+            f.allow_tf32 = value
+
+
 def test_unknown_backend_message_lists_backends(reference_weights_dir: Path) -> None:
     with pytest.raises(ValueError, match="torch"):
         Detector(weights=reference_weights_dir, backend="nope")
