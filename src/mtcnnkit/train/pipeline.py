@@ -84,12 +84,12 @@ class DataConfig:
 
 
 def _pnet_samples() -> SampleConfig:
-    return SampleConfig(size=12, negatives_random=50, negatives_near=5, positive_attempts=20,
-                        workers=2)
+    return SampleConfig(size=12, negatives_random=50, negatives_near=5, positive_attempts=30,
+                        crop_scale=(0.6, 1.25), workers=2)
 
 
-def _landmark_samples() -> SampleConfig:
-    return SampleConfig(size=24, landmark_attempts=10, workers=2)
+def _landmark_samples(attempts: int = 10) -> SampleConfig:
+    return SampleConfig(size=24, landmark_attempts=attempts, workers=2)
 
 
 def _crop_samples() -> SampleConfig:
@@ -100,7 +100,7 @@ def _crop_samples() -> SampleConfig:
 @dataclass
 class PNetStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        stage="pnet", epochs=30, batch_size=384, batches_per_epoch=300, lr=1e-3,
+        stage="pnet", epochs=60, batch_size=384, batches_per_epoch=300, lr=1e-3,
         batch_ratio=(3, 1, 1, 1), landmark_positives=True))
     samples: SampleConfig = field(default_factory=_pnet_samples)
     landmarks: SampleConfig = field(default_factory=_landmark_samples)
@@ -109,10 +109,11 @@ class PNetStageConfig:
 @dataclass
 class RNetStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        stage="rnet", epochs=32, batch_size=256, batches_per_epoch=300, lr=1e-3,
+        stage="rnet", epochs=64, batch_size=256, batches_per_epoch=300, lr=1e-3,
         batch_ratio=(2, 1, 1, 1), landmark_positives=True))
     mining: MiningConfig = field(default_factory=lambda: MiningConfig(
-        stage="rnet", pnet_threshold=0.6, min_face_size=20.0, max_negatives=60))
+        stage="rnet", pnet_threshold=0.6, min_face_size=20.0, max_negatives=60,
+        positive_iou=0.5))
     landmarks: SampleConfig = field(default_factory=_landmark_samples)
     samples: SampleConfig = field(default_factory=_crop_samples)
 
@@ -120,12 +121,12 @@ class RNetStageConfig:
 @dataclass
 class ONetStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        stage="onet", epochs=24, batch_size=256, batches_per_epoch=200, lr=1e-3,
+        stage="onet", epochs=48, batch_size=256, batches_per_epoch=200, lr=1e-3,
         batch_ratio=(2, 1, 1, 2), regression="wing"))
     mining: MiningConfig = field(default_factory=lambda: MiningConfig(
         stage="onet", pnet_threshold=0.6, rnet_threshold=0.6, min_face_size=20.0,
-        max_negatives=60))
-    landmarks: SampleConfig = field(default_factory=_landmark_samples)
+        max_negatives=60, positive_iou=0.5))
+    landmarks: SampleConfig = field(default_factory=lambda: _landmark_samples(30))
     samples: SampleConfig = field(default_factory=_crop_samples)
 
 
