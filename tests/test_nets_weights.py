@@ -268,7 +268,6 @@ def test_default_weights_missing_gives_helpful_error() -> None:
     assert "fetch-reference" in message
 
 
-@pytest.mark.skipif(not BUNDLED.exists(), reason="no bundled weights in this version")
 def recipe(config: dict) -> dict:
     """A pipeline config without the settings of where it ran, which do not change what it
     computes: the device and the worker process counts."""
@@ -277,6 +276,7 @@ def recipe(config: dict) -> dict:
     return config
 
 
+@pytest.mark.skipif(not BUNDLED.exists(), reason="no bundled weights in this version")
 def test_bundled_weights_load_and_describe_themselves() -> None:
     cascade = load_weights("default")
     assert cascade.source == str(BUNDLED)
