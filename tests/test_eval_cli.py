@@ -162,6 +162,21 @@ def test_compare_stage_recall(tmp_path: Path, wider_gt, reference_weights_dir) -
         assert float(rows[2][2]) == pytest.approx(int(main[-5]) / 2, abs=0.05)
         for row in rows:
             assert all(0.0 <= float(cell) <= 1.0 for cell in row[3:6])
+    # recall per face attribute: the values of one attribute split the listed faces, so
+    # their recalls, weighted by face counts, give the final stage recall of each run
+    header = next(line for line in lines if line.startswith("| attribute | faces |"))
+    assert header.split("|")[3:5] == [" small ", " big "]
+    blur = [[cell.strip() for cell in line.split("|")[2:-1]] for line in lines
+            if line.startswith("| blur: ")]
+    assert len(blur) >= 2
+    for column, run in ((1, "small"), (2, "big")):
+        onet = next(line for line in lines if line.startswith(f"| {run} | onet |")).split("|")
+        for level in range(3):
+            faces = [int(row[0].split(" / ")[level].replace(",", "")) for row in blur]
+            recall = [float(cell) if (cell := row[column].split(" / ")[level]) != "–" else 0.0
+                      for row in blur]
+            combined = sum(f * r for f, r in zip(faces, recall, strict=True)) / sum(faces)
+            assert combined == pytest.approx(float(onet[4 + level]), abs=2e-3)
 
 
 @pytest.mark.parametrize("spec", ["noequals", "a=reference;min_face=x", "a=reference;bogus=1"])

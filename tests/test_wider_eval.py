@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_DATA as SHARED
+from mtcnnkit.data.annotations import read_wider_txt
 from mtcnnkit.evaluate import wider
 from mtcnnkit.evaluate.wider import WiderGroundTruth
 
@@ -165,6 +166,54 @@ def test_stage_recall_bounds_the_recall_of_the_protocol(seed: int) -> None:
         assert recall[level] >= result.curves[level].recall[-1]
 
 
+def with_attributes(gt: WiderGroundTruth, labels: dict[str, list]) -> WiderGroundTruth:
+    return WiderGroundTruth(gt.boxes, gt.keep,
+                            {k: np.asarray(v, dtype=np.int64).reshape(-1, 6)
+                             for k, v in labels.items()})
+
+
+def test_attribute_recall_by_hand() -> None:
+    # blur expression illumination invalid occlusion pose, per face of stage_gt()
+    gt = with_attributes(stage_gt(), {
+        "e/a": [[0, 0, 0, 0, 0, 1],    # face 0: missed (IoU 0.4), atypical pose
+                [2, 0, 0, 0, 1, 0],    # face 1: found, heavy blur, partly occluded
+                [0, 0, 1, 0, 0, 1],    # face 2: missed, extreme light, atypical pose
+                [2, 0, 0, 0, 0, 0]],   # face 3: found, heavy blur, not listed at easy
+        "e/b": [[1, 0, 0, 0, 0, 0]],   # missed (no boxes)
+        "e/c": [[0, 0, 0, 0, 2, 0]]})  # missed, heavily occluded; listed at hard only
+    rows = {(r.attribute, r.name): r for r in
+            wider.attribute_recall(STAGE_BOXES, gt, ["e/a", "e/b", "e/c"])}
+    pose = rows["pose", "atypical"]
+    assert pose.value == 1 and pose.faces == {"easy": 2, "medium": 2, "hard": 2}
+    assert pose.recall == {"easy": 0.0, "medium": 0.0, "hard": 0.0}
+    heavy_blur = rows["blur", "heavy blur"]
+    assert heavy_blur.faces == {"easy": 1, "medium": 2, "hard": 2}
+    assert heavy_blur.recall == {"easy": 1.0, "medium": 1.0, "hard": 1.0}
+    normal_blur = rows["blur", "normal blur"]  # image b's face: medium and hard only
+    assert normal_blur.faces == {"easy": 0, "medium": 1, "hard": 1}
+    assert np.isnan(normal_blur.recall["easy"]) and normal_blur.recall["hard"] == 0.0
+    assert rows["occlusion", "heavy"].faces == {"easy": 0, "medium": 0, "hard": 1}
+    assert ("expression", "exaggerated") not in rows  # no face carries it: no row
+    assert ("invalid", "invalid") not in rows
+    # the values of one attribute split the faces: their recalls combine to stage recall
+    overall = wider.stage_recall(STAGE_BOXES, gt, ["e/a", "e/b", "e/c"])
+    for attribute in ("blur", "occlusion", "pose"):
+        parts = [r for r in rows.values() if r.attribute == attribute]
+        for level in wider.LEVELS:
+            n = sum(r.faces[level] for r in parts)
+            hits = sum(r.faces[level] * r.recall[level] for r in parts if r.faces[level])
+            assert n == gt.faces(level) and hits / n == pytest.approx(overall[level])
+
+
+def test_attribute_recall_needs_attributes_in_range() -> None:
+    with pytest.raises(ValueError, match="no face attributes"):
+        wider.attribute_recall(STAGE_BOXES, stage_gt(), ["e/a"])
+    gt = with_attributes(stage_gt(), {"e/a": [[0, 0, 0, 0, 0, 0]] * 3 + [[0, 0, 0, 0, 0, 2]],
+                                      "e/b": [[0] * 6], "e/c": [[0] * 6]})
+    with pytest.raises(ValueError, match="pose labels"):
+        wider.attribute_recall(STAGE_BOXES, gt, ["e/a"])
+
+
 def test_to_corners_inverts_to_wider_boxes() -> None:
     corners = np.array([[10.5, 20.0, 40.25, 60.0]], dtype=np.float32)
     rows = wider.to_wider_boxes(corners, np.array([0.9]))
@@ -303,6 +352,22 @@ def test_official_ground_truth_counts(official_gt: WiderGroundTruth) -> None:
     sub = official_gt.restrict(present)
     # PROVENANCE.md: the subset keeps easy 2,698, medium 4,851, hard 11,566 listed faces
     assert (sub.faces("easy"), sub.faces("medium"), sub.faces("hard")) == (2698, 4851, 11566)
+
+
+def test_official_attributes_match_the_annotation_text(official_gt: WiderGroundTruth) -> None:
+    # the .mat's <attribute>_label_list cells and wider_face_val_bbx_gt.txt's columns are two
+    # independent copies of the same labels
+    text = SHARED / "WIDER_FACE" / "wider_face_split" / "wider_face_val_bbx_gt.txt"
+    faces, _ = read_wider_txt(text)
+    assert official_gt.attributes is not None
+    compared = 0
+    for f in faces[::10]:
+        key = wider.image_key(f.image)
+        if len(f.boxes) != len(official_gt.boxes[key]):
+            continue  # the reader dropped a zero-size box that the .mat keeps
+        np.testing.assert_array_equal(official_gt.attributes[key], f.attributes)
+        compared += len(f.attributes)
+    assert compared > 1000
 
 
 def test_unknown_image_is_an_error(official_gt: WiderGroundTruth) -> None:

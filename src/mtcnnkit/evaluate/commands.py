@@ -323,6 +323,25 @@ def _stage_rows(name: str, detector, paths: list[Path], batch_size: int, quiet: 
     return rows
 
 
+def _attribute_table(by_run: dict[str, list[wider.AttributeRecall]]) -> str:
+    """Markdown table of each run's final-prediction recall per WIDER face attribute."""
+    def cells(values: dict, fmt: str) -> str:
+        return " / ".join("–" if isinstance(v, float) and np.isnan(v) else format(v, fmt)
+                          for v in (values[lv] for lv in wider.LEVELS))
+
+    names = list(by_run)
+    first = by_run[names[0]]
+    lines = ["", "Recall by face attribute (WIDER's labels): share of the listed faces with "
+             "that label that a final prediction overlaps with IoU >= 0.5, at any score; "
+             "easy / medium / hard.", "",
+             "| attribute | faces | " + " | ".join(names) + " |",
+             "|---|---:|" + "---:|" * len(names)]
+    for i, row in enumerate(first):
+        lines.append(f"| {row.attribute}: {row.name} | {cells(row.faces, ',')} | "
+                     + " | ".join(cells(by_run[n][i].recall, '.3f') for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
 @eval_app.command("compare")
 def compare_command(
     data: DataOption,
@@ -344,9 +363,9 @@ def compare_command(
                          "passes per run.")] = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Run several weight sets / settings on the same WIDER images; write compare.md (one
-    table; with --stages a second one, recall per cascade stage) and overlaid PR curves
-    (pr_<level>.png)."""
+    """Run several weight sets / settings on the same WIDER images; write compare.md (AP
+    table; with --stages recall per cascade stage; recall per WIDER face attribute: blur,
+    occlusion, pose, ...) and overlaid PR curves (pr_<level>.png)."""
     parsed = [parse_run(spec) for spec in runs]
     names = [name for name, _, _ in parsed]
     if len(set(names)) != len(names):
@@ -358,7 +377,7 @@ def compare_command(
     paths = _image_list(data, images)
     keys = [wider.image_key(p) for p in paths]
     err = Console(stderr=True)
-    rows, stage_rows, curves = [], [], {}
+    rows, stage_rows, curves, by_attribute = [], [], {}, {}
     for name, weights, settings in parsed:
         detector = make_detector(weights=weights, device=device, num_threads=threads,
                                  batch_size=batch_size, **settings)
@@ -370,6 +389,9 @@ def compare_command(
         wider.write_predictions(out / name / "predictions", predictions)
         result = wider.evaluate_wider(predictions, gt, keys)
         curves[name] = result.curves
+        if gt.attributes is not None:
+            by_attribute[name] = wider.attribute_recall(
+                {k: wider.to_corners(p) for k, p in predictions.items()}, gt, keys)
         c = detector.config
         rows.append(f"| {name} | {weights} | {c.min_face_size:g} | "
                     f"{'/'.join(f'{t:g}' for t in c.thresholds)} | {c.scale_factor:g} | "
@@ -393,6 +415,8 @@ def compare_command(
             "overlaps with IoU >= 0.5, at any score (onet: the final predictions).", "",
             "| run | stage | boxes / image | easy | medium | hard |",
             "|---|---|---:|---:|---:|---:|", *stage_rows, ""])
+    if by_attribute:
+        table += _attribute_table(by_attribute)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text(table)
     plot_wider_pr(curves, out)

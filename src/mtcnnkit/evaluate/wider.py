@@ -32,11 +32,22 @@ import numpy as np
 import scipy.io
 import torch
 
+from ..data.annotations import WIDER_ATTRIBUTES
 from ..detect.boxes import iou
 
 LEVELS = ("easy", "medium", "hard")
 N_THRESHOLDS = 1000
 IOU_THRESHOLD = 0.5
+# Names of the values of each WIDER face attribute (the dataset's readme), in the order of
+# ``WIDER_ATTRIBUTES``; wider_face_val.mat stores them as ``<attribute>_label_list`` cells.
+ATTRIBUTE_VALUES = {
+    "blur": ("clear", "normal blur", "heavy blur"),
+    "expression": ("typical", "exaggerated"),
+    "illumination": ("normal", "extreme"),
+    "invalid": ("valid", "invalid"),
+    "occlusion": ("none", "partial", "heavy"),
+    "pose": ("typical", "atypical"),
+}
 GT_FILES = {"all": "wider_face_val.mat", "easy": "wider_easy_val.mat",
             "medium": "wider_medium_val.mat", "hard": "wider_hard_val.mat"}
 
@@ -47,6 +58,8 @@ class WiderGroundTruth:
 
     boxes: dict[str, np.ndarray]  # (N, 4) x, y, w, h as stored in wider_face_val.mat
     keep: dict[str, dict[str, np.ndarray]]  # level -> key -> 0-based indices of listed faces
+    # key -> (N, 6) int labels in WIDER_ATTRIBUTES order; None where the .mat has none
+    attributes: dict[str, np.ndarray] | None = None
 
     def restrict(self, keys: Iterable[str]) -> WiderGroundTruth:
         """The ground truth of ``keys`` only (raises for an unknown key)."""
@@ -55,8 +68,11 @@ class WiderGroundTruth:
         if unknown:
             raise KeyError(f"{len(unknown)} image(s) not in the WIDER val ground truth, "
                            f"e.g. {unknown[0]!r}")
+        attributes = (None if self.attributes is None
+                      else {k: self.attributes[k] for k in keys})
         return WiderGroundTruth({k: self.boxes[k] for k in keys},
-                                {lv: {k: self.keep[lv][k] for k in keys} for lv in self.keep})
+                                {lv: {k: self.keep[lv][k] for k in keys} for lv in self.keep},
+                                attributes)
 
     def faces(self, level: str) -> int:
         return sum(len(v) for v in self.keep[level].values())
@@ -84,6 +100,9 @@ def load_ground_truth(gt_dir: str | os.PathLike) -> WiderGroundTruth:
     boxes: dict[str, np.ndarray] = {}
     keep: dict[str, dict[str, np.ndarray]] = {level: {} for level in LEVELS}
     whole = mats["all"]
+    label_lists = [whole.get(f"{name}_label_list") for name in WIDER_ATTRIBUTES]
+    attributes: dict[str, np.ndarray] | None = (
+        {} if all(cells is not None for cells in label_lists) else None)
     for e, event_cell in enumerate(whole["event_list"][:, 0]):
         event = str(event_cell[0])
         files = whole["file_list"][e, 0][:, 0]
@@ -94,7 +113,14 @@ def load_ground_truth(gt_dir: str | os.PathLike) -> WiderGroundTruth:
             for level in LEVELS:
                 listed = mats[level]["gt_list"][e, 0][i, 0]
                 keep[level][key] = np.asarray(listed, dtype=np.int64).reshape(-1) - 1
-    return WiderGroundTruth(boxes, keep)
+            if attributes is not None:
+                labels = [np.asarray(cells[e, 0][i, 0], dtype=np.int64).reshape(-1)
+                          for cells in label_lists]
+                if any(len(lab) != len(boxes[key]) for lab in labels):
+                    raise ValueError(f"{gt_dir / GT_FILES['all']}: {key}: attribute labels "
+                                     f"do not match its {len(boxes[key])} face boxes")
+                attributes[key] = np.stack(labels, axis=1).reshape(-1, len(WIDER_ATTRIBUTES))
+    return WiderGroundTruth(boxes, keep, attributes)
 
 
 @dataclass(frozen=True)
@@ -253,6 +279,55 @@ def stage_recall(boxes: Mapping[str, np.ndarray], ground_truth: WiderGroundTruth
             recalled[level] += int(found[gt.keep[level][key]].sum())
     return {level: recalled[level] / n if (n := gt.faces(level)) else float("nan")
             for level in LEVELS}
+
+
+@dataclass(frozen=True)
+class AttributeRecall:
+    """Recall of the listed faces that carry one value of one WIDER attribute."""
+
+    attribute: str  # e.g. "pose"
+    value: int  # the label in the .mat, e.g. 1
+    name: str  # the readme's name of the value, e.g. "atypical"
+    faces: dict[str, int]  # listed faces with this value, per level
+    recall: dict[str, float]  # share of them found, per level (NaN without faces)
+
+
+def attribute_recall(boxes: Mapping[str, np.ndarray], ground_truth: WiderGroundTruth,
+                     images: Iterable[str], iou_threshold: float = IOU_THRESHOLD
+                     ) -> list[AttributeRecall]:
+    """`stage_recall` split by WIDER's face attributes (blur, expression, illumination,
+    invalid, occlusion, pose): one row per attribute value that some listed face of
+    ``images`` carries, in ``ATTRIBUTE_VALUES`` order. Shows which faces a detector misses,
+    e.g. the final predictions' recall of atypical poses."""
+    gt = ground_truth.restrict(images)
+    if gt.attributes is None:
+        raise ValueError("the ground truth has no face attributes (the official "
+                         "wider_face_val.mat has them as <attribute>_label_list)")
+    shape = (len(WIDER_ATTRIBUTES), max(len(v) for v in ATTRIBUTE_VALUES.values()))
+    faces = {level: np.zeros(shape, np.int64) for level in LEVELS}
+    found = {level: np.zeros(shape, np.int64) for level in LEVELS}
+    for key, face_boxes in gt.boxes.items():
+        covered = _covered(boxes.get(key), face_boxes, iou_threshold)
+        labels = gt.attributes[key]
+        for j, name in enumerate(WIDER_ATTRIBUTES):
+            if len(labels) and not np.isin(labels[:, j],
+                                           np.arange(len(ATTRIBUTE_VALUES[name]))).all():
+                raise ValueError(f"{key}: {name} labels {np.unique(labels[:, j]).tolist()} "
+                                 f"outside 0..{len(ATTRIBUTE_VALUES[name]) - 1}")
+            for level in LEVELS:
+                listed = gt.keep[level][key]
+                np.add.at(faces[level][j], labels[listed, j], 1)
+                np.add.at(found[level][j], labels[listed, j], covered[listed].astype(np.int64))
+    rows = []
+    for j, name in enumerate(WIDER_ATTRIBUTES):
+        for value, value_name in enumerate(ATTRIBUTE_VALUES[name]):
+            n = {level: int(faces[level][j, value]) for level in LEVELS}
+            if any(n.values()):
+                rows.append(AttributeRecall(
+                    name, value, value_name, n,
+                    {level: float(found[level][j, value] / n[level]) if n[level]
+                     else float("nan") for level in LEVELS}))
+    return rows
 
 
 def _covered(boxes: np.ndarray | None, faces_xywh: np.ndarray, iou_threshold: float
