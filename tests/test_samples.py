@@ -24,6 +24,7 @@ from mtcnnkit.data.samples import (
     generate_landmark_samples,
     integral_images,
     plan_detection_crops,
+    positive_attempts,
 )
 from mtcnnkit.data.shards import Samples, ShardDataset, ShardWriter, summary
 from mtcnnkit.detect.sampling import IntegralImages, sample_regions
@@ -190,6 +191,50 @@ def test_crop_scale_sets_the_side_of_positive_and_part_crops() -> None:
     assert SampleConfig(crop_scale=[0.6, 1.25]).fingerprint_fields()["crop_scale"] == (0.6, 1.25)
 
 
+def test_atypical_faces_get_their_own_number_of_attempts() -> None:
+    # blur expression illumination invalid occlusion pose
+    labels = np.array([[0, 0, 0, 0, 0, 0],    # typical
+                       [0, 0, 0, 0, 0, 1],    # atypical pose
+                       [0, 0, 0, 0, 2, 0],    # heavy occlusion
+                       [0, 0, 1, 0, 0, 0],    # extreme illumination
+                       [2, 1, 0, 0, 0, 0]])   # heavy blur, exaggerated: not in the default
+    boxes = np.array([[40.0 + 100 * i, 40, 120 + 100 * i, 120] for i in range(5)])
+    faces = FaceBoxes("x.jpg", boxes.astype(np.float32), labels.astype(np.int16))
+    assert positive_attempts(faces, SampleConfig(positive_attempts=7)).tolist() == [7] * 5
+    config = SampleConfig(positive_attempts=7, atypical_attempts=30)
+    assert positive_attempts(faces, config).tolist() == [7, 30, 30, 30, 7]
+    config = SampleConfig(positive_attempts=7, atypical_attempts=0, atypical_attributes=["blur"])
+    assert positive_attempts(faces, config).tolist() == [7, 7, 7, 7, 0]
+    no_labels = FaceBoxes("x.jpg", boxes.astype(np.float32), None)
+    assert positive_attempts(no_labels, config).tolist() == [7] * 5
+    # crops of side = the face's (scale 1) shifted by at most 0.2 of it overlap it >= 0.47:
+    # every attempt inside the image gives a positive or a part face of its own face
+    config = SampleConfig(size=12, negatives_random=0, negatives_near=0, positive_attempts=7,
+                          atypical_attempts=30, crop_scale=(1.0, 1.0))
+    attempts = positive_attempts(faces, config)
+    plan = plan_detection_crops(boxes, np.ones(5, bool), 600, 200, config,
+                                np.random.default_rng(0), attempts)
+    centre = (plan.crops[:, 0] + plan.crops[:, 2]) / 2
+    per_face = np.bincount(((centre - 30) // 100).astype(int), minlength=5)
+    assert per_face.tolist() == [7, 30, 30, 30, 7] and (plan.labels != 0).all()
+    # unusable faces give none, whatever their attempts
+    plan = plan_detection_crops(boxes, np.array([1, 0, 1, 1, 1], bool), 600, 200, config,
+                                np.random.default_rng(0), attempts)
+    assert len(plan.crops) == 7 + 30 + 30 + 7
+    # without the option the plan is the one of earlier versions, draw for draw
+    plain = SampleConfig(size=12, positive_attempts=7)
+    a = plan_detection_crops(boxes, np.ones(5, bool), 600, 200, plain, np.random.default_rng(3))
+    b = plan_detection_crops(boxes, np.ones(5, bool), 600, 200, plain, np.random.default_rng(3),
+                             positive_attempts(faces, plain))
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    # and the fingerprint too (earlier shards stay valid); setting it changes it
+    assert "atypical_attempts" not in plain.fingerprint_fields()
+    fields = SampleConfig(atypical_attempts=30).fingerprint_fields()
+    assert fields["atypical_attempts"] == 30
+    assert fields["atypical_attributes"] == ("pose", "occlusion", "illumination")
+
+
 def test_integral_images_match_the_detectors() -> None:
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((7, 5, 3), (40, 61, 3))]
@@ -204,7 +249,8 @@ def test_config_checks() -> None:
     assert SampleConfig(size=48, min_face=40).face_min == 40
     for bad in ({"flip_p": 1.5}, {"workers": 0}, {"negatives_random": -1}, {"size": 0},
                 {"brightness": 1.0}, {"samples_per_shard": 0}, {"min_face": 0},
-                {"crop_scale": (0.0, 1.0)}, {"crop_scale": (1.3, 1.2)}, {"crop_scale": (1.0,)}):
+                {"crop_scale": (0.0, 1.0)}, {"crop_scale": (1.3, 1.2)}, {"crop_scale": (1.0,)},
+                {"atypical_attempts": -1}, {"atypical_attributes": ["pose", "glasses"]}):
         with pytest.raises(ValueError):
             SampleConfig(**bad)
 

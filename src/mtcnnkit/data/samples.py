@@ -18,7 +18,10 @@ continuous coordinates, crops are integer squares ``[x0, x0 + s) x [y0, y0 + s)`
   when the IoU rule says negative.
 * Positives and part faces: ``positive_attempts`` per used face, squares of side
   ``crop_scale * max(w, h)`` (default ``[0.8, 1.25]``) centred on the face centre shifted
-  by ``U(-0.2, 0.2) * (w, h)``.
+  by ``U(-0.2, 0.2) * (w, h)``. With ``atypical_attempts`` set, faces that WIDER labels
+  with a non-zero value of one of ``atypical_attributes`` (default: atypical pose, partial
+  or heavy occlusion, extreme illumination) get that many attempts instead: the faces
+  detectors miss most are rare in the data, this oversamples them.
 * Every crop lies inside the image (candidates that do not are skipped) and is cut and
   area-resized with :func:`mtcnnkit.detect.sampling.sample_regions`, the function the
   detector uses at inference, all crops of an image in one call (in blocks of
@@ -96,6 +99,8 @@ NEGATIVE_ROUNDS = 4  # vectorised candidate rounds for the random negatives of o
 CROP_BLOCK = 4096  # crops resampled per sample_regions call (bounds memory on huge images)
 IOU_BLOCK = 4096  # candidate crops per IoU matrix
 INVALID = WIDER_ATTRIBUTES.index("invalid")
+# WIDER labels whose non-zero values mark the faces `atypical_attempts` oversamples
+ATYPICAL_ATTRIBUTES = ("pose", "occlusion", "illumination")
 JOURNAL = "done.json"
 SUMMARY = "summary.json"
 
@@ -109,6 +114,9 @@ class SampleConfig:
     negatives_random: int = 50  # per image
     negatives_near: int = 5  # attempts per used face
     positive_attempts: int = 20  # per used face (positives and part faces)
+    atypical_attempts: int | None = None  # per face with an atypical_attributes label; None:
+    # positive_attempts
+    atypical_attributes: tuple[str, ...] = ATYPICAL_ATTRIBUTES  # WIDER attribute names
     crop_scale: tuple[float, float] = CROP_SCALE  # side range of those crops, x longest side
     negative_min_side: int = 12  # smallest negative square, px in the image
     min_face: int | None = None  # None: 12 for size 12, 20 otherwise (width and height)
@@ -144,6 +152,14 @@ class SampleConfig:
         for name in ("brightness", "contrast"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"SampleConfig.{name} must lie in [0, 1)")
+        object.__setattr__(self, "atypical_attributes", tuple(self.atypical_attributes))
+        unknown = [a for a in self.atypical_attributes if a not in WIDER_ATTRIBUTES]
+        if unknown:
+            raise ValueError(f"SampleConfig.atypical_attributes: unknown {unknown}; expected "
+                             f"names from {', '.join(WIDER_ATTRIBUTES)}")
+        if self.atypical_attempts is not None and self.atypical_attempts < 0:
+            raise ValueError(f"SampleConfig.atypical_attempts must be >= 0 or None, got "
+                             f"{self.atypical_attempts}")
         if self.max_rotation < 0 or (self.min_face is not None and self.min_face < 1):
             raise ValueError("SampleConfig: max_rotation must be >= 0 and min_face >= 1")
 
@@ -160,6 +176,8 @@ class SampleConfig:
         fields["min_face"] = self.face_min
         if self.crop_scale == CROP_SCALE:  # added later: shards made before it stay valid
             del fields["crop_scale"]
+        if self.atypical_attempts is None:  # likewise
+            del fields["atypical_attempts"], fields["atypical_attributes"]
         return fields
 
 
@@ -180,6 +198,20 @@ def usable_faces(faces: FaceBoxes, config: SampleConfig) -> np.ndarray:
     if config.skip_invalid and faces.attributes is not None and len(faces.attributes):
         keep &= np.asarray(faces.attributes)[:, INVALID] == 0
     return keep
+
+
+def positive_attempts(faces: FaceBoxes, config: SampleConfig) -> np.ndarray:
+    """Positive / part-face attempts for each face of an image: ``positive_attempts``, or
+    ``atypical_attempts`` for a face with a non-zero label of one of ``atypical_attributes``
+    (when set and the faces carry WIDER attributes)."""
+    n = len(np.asarray(faces.boxes).reshape(-1, 4))
+    attempts = np.full(n, config.positive_attempts, dtype=np.int64)
+    if config.atypical_attempts is None or faces.attributes is None or not n:
+        return attempts
+    columns = [WIDER_ATTRIBUTES.index(a) for a in config.atypical_attributes]
+    atypical = (np.asarray(faces.attributes)[:, columns] != 0).any(axis=1)
+    attempts[atypical] = config.atypical_attempts
+    return attempts
 
 
 def best_overlap(crops: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -239,12 +271,17 @@ def _around(boxes: np.ndarray, rng: np.random.Generator,
 
 
 def plan_detection_crops(boxes: np.ndarray, usable: np.ndarray, width: int, height: int,
-                         config: SampleConfig, rng: np.random.Generator) -> CropPlan:
+                         config: SampleConfig, rng: np.random.Generator,
+                         attempts: np.ndarray | None = None) -> CropPlan:
     """The crops of one ``width x height`` image with faces ``boxes`` (``(F, 4)`` x1y1x2y2),
-    ``usable`` marking the faces that may serve as sources. Order: random negatives,
-    near-face negatives, then positives and part faces."""
+    ``usable`` marking the faces that may serve as sources, ``attempts`` the positive / part
+    attempts of each face (default: ``config.positive_attempts`` each). Order: random
+    negatives, near-face negatives, then positives and part faces."""
     faces = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    sources = faces[np.asarray(usable, dtype=bool)]
+    usable = np.asarray(usable, dtype=bool)
+    sources = faces[usable]
+    per_source = (np.full(len(sources), config.positive_attempts, dtype=np.int64)
+                  if attempts is None else np.asarray(attempts, dtype=np.int64)[usable])
     low, high = config.negative_min_side, min(width, height) // 2
     parts: list[CropPlan] = []
 
@@ -272,9 +309,8 @@ def plan_detection_crops(boxes: np.ndarray, usable: np.ndarray, width: int, heig
         parts.append(_negatives(crops[best_overlap(crops, faces)[0] < NEGATIVE_IOU]))
 
     # Positives and part faces around the faces.
-    if config.positive_attempts and len(sources):
-        crops = _around(np.repeat(sources, config.positive_attempts, axis=0), rng,
-                        config.crop_scale)
+    if len(sources) and per_source.sum():
+        crops = _around(np.repeat(sources, per_source, axis=0), rng, config.crop_scale)
         crops = crops[_inside(crops, width, height)]
         best, which = best_overlap(crops, faces)
         keep = best >= PART_IOU
@@ -406,6 +442,7 @@ class DetectionItem(NamedTuple):
     path: str
     boxes: np.ndarray  # (F, 4) float32
     usable: np.ndarray  # (F,) bool
+    attempts: np.ndarray  # (F,) int64 positive / part-face attempts
 
 
 class LandmarkItem(NamedTuple):
@@ -418,7 +455,8 @@ def detection_samples(config: SampleConfig, item: DetectionItem) -> Samples:
     image = load_image(item.path)
     height, width = image.shape[:2]
     rng = np.random.default_rng([config.seed, item.index])
-    plan = plan_detection_crops(item.boxes, item.usable, width, height, config, rng)
+    plan = plan_detection_crops(item.boxes, item.usable, width, height, config, rng,
+                                item.attempts)
     images = cut_crops([image], np.zeros(len(plan.crops), np.int64), plan.crops, config.size)
     return Samples(images, plan.labels, plan.boxes.astype(np.float32),
                    np.zeros((len(plan.crops), 10), np.float32), plan.crops.astype(np.float32))
@@ -589,10 +627,12 @@ def generate_detection_samples(faces: Sequence[FaceBoxes], image_root: StrPath,
     ``summary.json``) the counts per class, ``total``, ``shards`` and ``bytes``."""
     items = [
         DetectionItem(i, os.fspath(Path(image_root) / f.image),
-                      np.asarray(f.boxes, np.float32).reshape(-1, 4), usable_faces(f, config))
+                      np.asarray(f.boxes, np.float32).reshape(-1, 4), usable_faces(f, config),
+                      positive_attempts(f, config))
         for i, f in enumerate(faces)
     ]
     parts = [b"%s\0%s\0%s" % (f.image.encode(), it.boxes.tobytes(), it.usable.tobytes())
+             + (it.attempts.tobytes() if config.atypical_attempts is not None else b"")
              for f, it in zip(faces, items, strict=True)]
     fingerprint = _fingerprint("detection", config, parts)
     return _generate("detection", detection_samples, items, fingerprint, out_dir, config,
