@@ -8,6 +8,7 @@ import pytest
 from mtcnnkit.data.augment import (
     BatchAugment,
     adjust_colour,
+    downscale,
     mirror,
     mirror_box_targets,
     mirror_landmarks,
@@ -90,7 +91,41 @@ def test_batch_augment_depends_on_key_only() -> None:
     np.testing.assert_array_equal(same.images, s.images)
 
 
-@pytest.mark.parametrize("kwargs", [{"flip_p": 1.5}, {"jitter_p": -0.1}, {"brightness": 1.0}])
+def test_downscale_keeps_shape_and_coarse_content_and_drops_detail() -> None:
+    size = 48
+    yy, xx = np.mgrid[:size, :size]
+    checker = np.where((yy + xx) % 2 == 0, 200, 40).astype(np.uint8)  # 1-pixel detail
+    ramp = np.repeat((xx * 5).astype(np.uint8)[..., None], 3, 2)  # coarse: a left-right ramp
+    crops = np.stack([np.repeat(checker[..., None], 3, 2), ramp, ramp])
+    out = downscale(crops, np.array([12, 12, size]))
+    assert out.shape == crops.shape and out.dtype == np.uint8
+    # the 1-pixel checkerboard averages out to its mean grey at 12 px
+    assert abs(float(out[0].mean()) - 120) < 3 and np.ptp(out[0]) < 20
+    # a ramp survives: still rising left to right, close to the original
+    assert np.abs(out[1].astype(int) - ramp).mean() < 4
+    assert (np.diff(out[1][:, :, 0].mean(0)) > 0).mean() > 0.8
+    np.testing.assert_array_equal(out[2], crops[2])  # side = size: untouched
+    np.testing.assert_array_equal(crops[1], ramp)  # the input is not modified
+
+
+def test_batch_downscale_changes_pixels_only_and_keeps_the_other_draws() -> None:
+    s = _samples(300, size=24)
+    plain = BatchAugment(flip_p=0.5, jitter_p=0.5)(s, (4, 2))
+    shrunk = BatchAugment(flip_p=0.5, jitter_p=0.5, downscale_p=0.5, downscale_min=0.25)(s, (4, 2))
+    # flips and targets are drawn as before; only some crops' pixels change
+    np.testing.assert_array_equal(shrunk.boxes, plain.boxes)
+    np.testing.assert_array_equal(shrunk.landmarks, plain.landmarks)
+    np.testing.assert_array_equal(shrunk.labels, plain.labels)
+    changed = (shrunk.images != plain.images).reshape(len(s.labels), -1).any(1)
+    assert 0.3 < changed.mean() < 0.6  # about half (a few draw a side of 24 and stay)
+    # random noise loses contrast when shrunk
+    assert shrunk.images[changed].std() < plain.images[changed].std() * 0.8
+    assert BatchAugment(flip_p=0.0, downscale_p=0.2).active
+
+
+@pytest.mark.parametrize("kwargs", [{"flip_p": 1.5}, {"jitter_p": -0.1}, {"brightness": 1.0},
+                                    {"downscale_p": 1.2}, {"downscale_min": 0.0},
+                                    {"downscale_min": 1.5}])
 def test_bad_settings(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         BatchAugment(**kwargs)

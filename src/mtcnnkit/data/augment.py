@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from .shards import LANDMARK, Samples
@@ -48,6 +49,18 @@ def adjust_colour(crops: np.ndarray, brightness: np.ndarray, contrast: np.ndarra
     return out
 
 
+def downscale(crops: np.ndarray, sides: np.ndarray) -> np.ndarray:
+    """Each ``(N, S, S, 3)`` crop shrunk to ``sides[i]`` pixels (area averaging) and
+    enlarged back to ``S`` (bilinear): the detail a face of that size would show once the
+    cascade enlarges its crop. Crops whose side is ``S`` or more are returned unchanged."""
+    out = crops.copy()
+    size = crops.shape[1]
+    for i in np.flatnonzero(np.asarray(sides) < size):
+        small = cv2.resize(crops[i], (int(sides[i]), int(sides[i])), interpolation=cv2.INTER_AREA)
+        out[i] = cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
 def mirror(samples: Samples, flips: np.ndarray) -> Samples:
     """``samples`` with the crops selected by the boolean mask ``flips`` mirrored, their box
     targets and (landmark samples only) landmarks with them. Negatives carry zero box
@@ -67,25 +80,32 @@ def mirror(samples: Samples, flips: np.ndarray) -> Samples:
 class BatchAugment:
     """Random augmentation of training batches: horizontal flip with probability ``flip_p``;
     colour jitter with probability ``jitter_p`` (brightness and contrast factors drawn from
-    ``1 +- brightness`` / ``1 +- contrast``). Draws depend only on ``key`` (e.g. seed,
-    epoch, batch number), so a resumed run sees the same batches."""
+    ``1 +- brightness`` / ``1 +- contrast``); with probability ``downscale_p`` the crop is
+    shrunk to a side drawn from ``downscale_min`` to 1 times its own and enlarged back
+    (`downscale`: small and blurred faces). Draws depend only on ``key`` (e.g. seed,
+    epoch, batch number), so a resumed run sees the same batches; the draws of the
+    options off by default come last, so they leave the other draws unchanged."""
 
     flip_p: float = 0.5
     jitter_p: float = 0.0
     brightness: float = 0.2
     contrast: float = 0.2
+    downscale_p: float = 0.0
+    downscale_min: float = 0.3
 
     def __post_init__(self) -> None:
-        for name in ("flip_p", "jitter_p"):
+        for name in ("flip_p", "jitter_p", "downscale_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("brightness", "contrast"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 < self.downscale_min <= 1.0:
+            raise ValueError(f"downscale_min must be in (0, 1], got {self.downscale_min}")
 
     @property
     def active(self) -> bool:
-        return self.flip_p > 0 or self.jitter_p > 0
+        return self.flip_p > 0 or self.jitter_p > 0 or self.downscale_p > 0
 
     def __call__(self, samples: Samples, key: tuple[int, ...]) -> Samples:
         n = len(samples.labels)
@@ -97,4 +117,11 @@ class BatchAugment:
         if jitter.any():
             samples = dataclasses.replace(
                 samples, images=adjust_colour(samples.images, bright, contrast))
+        if self.downscale_p > 0:
+            size = samples.images.shape[1]
+            shrink = rng.random(n) < self.downscale_p
+            sides = np.rint(size * rng.uniform(self.downscale_min, 1.0, n)).astype(int)
+            sides = np.where(shrink, np.maximum(sides, 1), size)
+            if shrink.any():
+                samples = dataclasses.replace(samples, images=downscale(samples.images, sides))
         return mirror(samples, flips)
