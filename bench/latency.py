@@ -27,6 +27,10 @@ What is measured
   resampling, the later ones (RNet/ONet inputs) crop resampling. Glue = total - the named
   stages (NMS, box arithmetic, normalisation, tensor conversions, Python).
 * **Counts**: PNet candidates (boxes entering RNet), RNet survivors (entering ONet), faces.
+* **Own weights** (unless ``--no-own-weights``): ``Detector(min_face_size=20)`` with mtcnnkit's
+  shipped weights, timed in the same interleaved rounds and instrumented runs (a third row and
+  column). Not part of the agreement check: other weights find other faces and pass other
+  numbers of candidates, which is what sets their speed.
 * ``--cuda-batch`` (only when CUDA is available): images/s for a batch of 32 frames of mixed
   sizes (t1 resized to 32 distinct seeded random sizes between 320x240 and 1280x960) through one
   ``Detector(device="cuda").detect(list)`` call, vs facenet-pytorch batched. facenet only
@@ -70,6 +74,7 @@ from mtcnnkit.reference import (
     fetch_reference_weights,
     load_reference_implementation,
 )
+from mtcnnkit.weights import BUNDLED_FILE
 
 INSIGHTFACE_REQUIREMENT = "insightface==2.1"
 INSIGHTFACE_IMAGE = "insightface/data/images/t1.jpg"
@@ -78,6 +83,7 @@ MIN_FACE = 20
 IOU_MATCH = 0.95
 SPEEDUP_TARGET = 3.0
 CUDA_FRAMES = 32
+OWN_LABEL = "mtcnnkit, own weights"
 STAGES = ("pyramid resampling", "PNet", "crop resampling", "RNet", "ONet", "glue")
 COUNTS = ("pnet_candidates", "rnet_survivors", "faces")
 
@@ -278,9 +284,16 @@ def our_stages(times: StageTimes, total: float) -> dict[str, float]:
 
 
 def bench_threads(n: int, args: argparse.Namespace, detector: Detector, mtcnn: torch.nn.Module,
-                  mtcnn_module: types.ModuleType, image: np.ndarray, pil: Image.Image) -> dict:
+                  mtcnn_module: types.ModuleType, image: np.ndarray, pil: Image.Image,
+                  own: Detector | None = None) -> dict:
+    """``own`` (mtcnnkit's shipped weights) is timed in the same interleaved rounds; it is not
+    part of the agreement check (other weights find other faces)."""
     def ours() -> list:
         return detector.detect(image)
+
+    def own_weights() -> list:
+        assert own is not None
+        return own.detect(image)
 
     def facenet() -> tuple:
         return mtcnn.detect(pil, landmarks=True)
@@ -296,19 +309,27 @@ def bench_threads(n: int, args: argparse.Namespace, detector: Detector, mtcnn: t
             return {"threads": n, "agreement": agree.__dict__, "ok": False}
 
         log(f"[{n} thread(s)] {args.repeats} interleaved timed runs each")
-        ours_s, facenet_s = [], []
+        ours_s, facenet_s, own_s = [], [], []
         for _ in range(args.repeats):
             ours_s.append(timed(ours)[0])
             facenet_s.append(timed(facenet)[0])
+            if own is not None:
+                own_s.append(timed(own_weights)[0])
 
         log(f"[{n} thread(s)] per-stage: {args.stage_runs} instrumented runs each")
-        ours_runs, facenet_runs, ours_counts, facenet_counts = [], [], [], []
+        ours_runs, facenet_runs, own_runs = [], [], []
+        ours_counts, facenet_counts, own_counts = [], [], []
         with FacenetProbe(mtcnn, mtcnn_module) as probe:
             for _ in range(args.stage_runs):
-                times = StageTimes()
-                total, _ = timed(lambda times=times: detector.detect_tensors([image], times))
-                ours_runs.append(our_stages(times, total))
-                ours_counts.append({k: int(times.counts.get(k, 0)) for k in COUNTS})
+                instrumented = [(detector, ours_runs, ours_counts)]
+                if own is not None:
+                    instrumented.append((own, own_runs, own_counts))
+                for det, runs, counts in instrumented:
+                    times = StageTimes()
+                    total, _ = timed(lambda det=det, times=times:
+                                     det.detect_tensors([image], times))
+                    runs.append(our_stages(times, total))
+                    counts.append({k: int(times.counts.get(k, 0)) for k in COUNTS})
 
                 probe.new_run()
                 total, result = timed(facenet)
@@ -318,18 +339,26 @@ def bench_threads(n: int, args: argparse.Namespace, detector: Detector, mtcnn: t
                 facenet_counts.append(counts)
 
     ours_sum, facenet_sum = summary_ms(ours_s), summary_ms(facenet_s)
-    return {
+    stage_runs = {"ours": ours_runs, "facenet": facenet_runs}
+    counts = {"ours": ours_counts[-1], "facenet": facenet_counts[-1]}
+    result = {
         "threads": n, "ok": True, "agreement": agree.__dict__,
         "ours": {**ours_sum, "runs_s": ours_s},
         "facenet": {**facenet_sum, "runs_s": facenet_s},
         "ratio": facenet_sum["median"] / ours_sum["median"],
-        "stages_ms": {
-            pipeline: {k: float(np.median([r[k] for r in runs]) * 1e3)
-                       for k in (*STAGES, "total")}
-            for pipeline, runs in (("ours", ours_runs), ("facenet", facenet_runs))},
-        "stage_runs_s": {"ours": ours_runs, "facenet": facenet_runs},
-        "counts": {"ours": ours_counts[-1], "facenet": facenet_counts[-1]},
     }
+    if own is not None:
+        own_sum = summary_ms(own_s)
+        result["own"] = {**own_sum, "runs_s": own_s}
+        result["own_ratio"] = facenet_sum["median"] / own_sum["median"]
+        stage_runs["own"] = own_runs
+        counts["own"] = own_counts[-1]
+    result["stages_ms"] = {
+        pipeline: {k: float(np.median([r[k] for r in runs]) * 1e3) for k in (*STAGES, "total")}
+        for pipeline, runs in stage_runs.items()}
+    result["stage_runs_s"] = stage_runs
+    result["counts"] = counts
+    return result
 
 
 # --------------------------------------------------------------------------- CUDA batch
@@ -407,6 +436,10 @@ def markdown(meta: dict, results: list[dict], cuda: dict | None, cuda_note: str 
         f"interleaved (ours, facenet, ours, …); per-stage times from {meta['stage_runs']} "
         f"separate instrumented runs each (median per stage)",
     ]
+    if meta.get("own_weights"):
+        out.append(f"- {OWN_LABEL}: `Detector(min_face_size={MIN_FACE})` with mtcnnkit's "
+                   f"shipped weights ({meta['own_weights']}), timed in the same interleaved "
+                   "rounds; not in the agreement check (other weights, other faces)")
     for r in results:
         n = r["threads"]
         out += ["", f"### {n} thread{'s' if n > 1 else ''}", ""]
@@ -416,9 +449,13 @@ def markdown(meta: dict, results: list[dict], cuda: dict | None, cuda_note: str 
         if not r["ok"]:
             out += ["**Not timed: the pipelines disagree, so the comparison is meaningless.**"]
             continue
+        own = "own" in r
+        rows = [("facenet-pytorch 2.6.0", "facenet", "1.00×"),
+                ("mtcnnkit", "ours", f"**{r['ratio']:.2f}×**")]
+        if own:
+            rows.append((OWN_LABEL, "own", f"{r['own_ratio']:.2f}×"))
         out += ["| pipeline | median ms | p10 | p90 | ratio |", "|---|---:|---:|---:|---:|"]
-        for name, key, ratio in (("facenet-pytorch 2.6.0", "facenet", "1.00×"),
-                                 ("mtcnnkit", "ours", f"**{r['ratio']:.2f}×**")):
+        for name, key, ratio in rows:
             s = r[key]
             out.append(f"| {name} | {s['median']:.1f} | {s['p10']:.1f} | {s['p90']:.1f} "
                        f"| {ratio} |")
@@ -426,18 +463,20 @@ def markdown(meta: dict, results: list[dict], cuda: dict | None, cuda_note: str 
             met = "met" if r["ratio"] >= SPEEDUP_TARGET else "**not met**"
             out += ["", f"Target ≥ {SPEEDUP_TARGET:.0f}× faster than facenet-pytorch at 1 "
                         f"thread: {met} ({r['ratio']:.2f}×)."]
+        keys = ("facenet", "ours", "own") if own else ("facenet", "ours")
+        heads = " | ".join(("facenet", "ours", "ours, own weights")[:len(keys)])
+        rule = "|---" + "|---:" * len(keys) + "|"
         st = r["stages_ms"]
         out += ["", f"Per stage (ms, median of {meta['stage_runs']} instrumented runs):", "",
-                "| stage | facenet ms | ours ms |", "|---|---:|---:|"]
-        for stage in STAGES:
-            out.append(f"| {stage} | {st['facenet'][stage]:.1f} | {st['ours'][stage]:.1f} |")
-        out.append(f"| total (instrumented) | {st['facenet']['total']:.1f} "
-                   f"| {st['ours']['total']:.1f} |")
+                f"| stage | {heads} |", rule]
+        for stage in (*STAGES, "total"):
+            label = "total (instrumented)" if stage == "total" else stage
+            out.append(f"| {label} | " + " | ".join(f"{st[k][stage]:.1f}" for k in keys) + " |")
         c = r["counts"]
-        out += ["", "| per image | facenet | ours |", "|---|---:|---:|"]
+        out += ["", f"| per image | {heads} |", rule]
         for key, label in zip(COUNTS, ("PNet candidates (into RNet)", "RNet survivors (into ONet)",
                                        "faces"), strict=True):
-            out.append(f"| {label} | {c['facenet'][key]} | {c['ours'][key]} |")
+            out.append(f"| {label} | " + " | ".join(str(c[k][key]) for k in keys) + " |")
     out += ["", "Stages: *pyramid resampling* — ours: integral image + pyramid levels; facenet: "
             "`imresample` of the whole image per scale. *Crop resampling* — RNet/ONet inputs "
             "(ours: `rnet_crops` + `onet_crops`; facenet: per-box `imresample`). *Glue* — total "
@@ -493,6 +532,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="warm-up runs per pipeline before timing (default: 5)")
     p.add_argument("--stage-runs", type=positive, default=10,
                    help="instrumented runs per pipeline for per-stage times (default: 10)")
+    p.add_argument("--no-own-weights", action="store_true",
+                   help="do not also time mtcnnkit with its own shipped weights")
     p.add_argument("--image", type=Path,
                    help="use this image instead of insightface 2.1's t1.jpg")
     p.add_argument("--no-resize", action="store_true",
@@ -526,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = check_same_weights(weights_dir, mtcnn_module)
     detector = Detector(weights=weights_dir, min_face_size=MIN_FACE)
     mtcnn = mtcnn_module.MTCNN(keep_all=True, device="cpu", min_face_size=MIN_FACE)
+    own = None if args.no_own_weights else Detector(min_face_size=MIN_FACE)
     pil = Image.fromarray(image)
 
     meta = {
@@ -534,8 +576,9 @@ def main(argv: list[str] | None = None) -> int:
         "image_size": f"{image.shape[1]}×{image.shape[0]}", "weights": weights,
         "warmup": args.warmup, "repeats": args.repeats, "stage_runs": args.stage_runs,
         "cuda_repeats": args.cuda_repeats, "seed": args.seed,
+        "own_weights": None if own is None else f"mtcnnkit.pt {sha256(BUNDLED_FILE)[:12]}",
     }
-    results = [bench_threads(n, args, detector, mtcnn, mtcnn_module, image, pil)
+    results = [bench_threads(n, args, detector, mtcnn, mtcnn_module, image, pil, own)
                for n in args.threads]
     ok = all(r["ok"] for r in results)
 
