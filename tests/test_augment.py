@@ -123,6 +123,20 @@ def test_batch_downscale_changes_pixels_only_and_keeps_the_other_draws() -> None
     assert BatchAugment(flip_p=0.0, downscale_p=0.2).active
 
 
+def test_downscale_can_spare_the_landmark_samples() -> None:
+    s = _samples(300, size=24)
+    every = BatchAugment(flip_p=0.0, downscale_p=0.5, downscale_min=0.25)(s, (3,))
+    spared = BatchAugment(flip_p=0.0, downscale_p=0.5, downscale_min=0.25,
+                          downscale_landmarks=False)(s, (3,))
+    is_lm = s.labels == LANDMARK
+    changed = (spared.images != s.images).reshape(len(s.labels), -1).any(1)
+    assert not changed[is_lm].any()  # the landmark crops stay sharp
+    assert (every.images[is_lm] != s.images[is_lm]).reshape(is_lm.sum(), -1).any(1).mean() > 0.3
+    # the other samples are shrunk exactly as before
+    np.testing.assert_array_equal(spared.images[~is_lm], every.images[~is_lm])
+    assert changed[~is_lm].mean() > 0.3
+
+
 @pytest.mark.parametrize("kwargs", [{"flip_p": 1.5}, {"jitter_p": -0.1}, {"brightness": 1.0},
                                     {"downscale_p": 1.2}, {"downscale_min": 0.0},
                                     {"downscale_min": 1.5}])

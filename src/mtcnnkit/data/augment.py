@@ -82,7 +82,8 @@ class BatchAugment:
     colour jitter with probability ``jitter_p`` (brightness and contrast factors drawn from
     ``1 +- brightness`` / ``1 +- contrast``); with probability ``downscale_p`` the crop is
     shrunk to a side drawn from ``downscale_min`` to 1 times its own and enlarged back
-    (`downscale`: small and blurred faces). Draws depend only on ``key`` (e.g. seed,
+    (`downscale`: small and blurred faces); ``downscale_landmarks=False`` keeps the landmark
+    samples sharp (their draws are made all the same). Draws depend only on ``key`` (e.g. seed,
     epoch, batch number), so a resumed run sees the same batches; the draws of the
     options off by default come last, so they leave the other draws unchanged."""
 
@@ -92,6 +93,7 @@ class BatchAugment:
     contrast: float = 0.2
     downscale_p: float = 0.0
     downscale_min: float = 0.3
+    downscale_landmarks: bool = True
 
     def __post_init__(self) -> None:
         for name in ("flip_p", "jitter_p", "downscale_p"):
@@ -120,6 +122,8 @@ class BatchAugment:
         if self.downscale_p > 0:
             size = samples.images.shape[1]
             shrink = rng.random(n) < self.downscale_p
+            if not self.downscale_landmarks:
+                shrink &= samples.labels != LANDMARK
             sides = np.rint(size * rng.uniform(self.downscale_min, 1.0, n)).astype(int)
             sides = np.where(shrink, np.maximum(sides, 1), size)
             if shrink.any():
