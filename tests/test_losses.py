@@ -109,6 +109,10 @@ def test_weights_and_stage_factory() -> None:
     assert onet.ohem_ratio == 0.7
     with pytest.raises(ValueError):
         stage_loss("xnet")
+    custom = stage_loss("rnet", weights=(1.0, 2.0, 0.0))
+    assert (custom.cls_weight, custom.box_weight, custom.landmark_weight) == (1.0, 2.0, 0.0)
+    with pytest.raises(ValueError):
+        stage_loss("rnet", weights=(1.0, 2.0))
     labels = torch.tensor([1, -2])
     outputs = (torch.zeros(2, 2), torch.ones(2, 4), torch.ones(2, 10))
     zero = torch.zeros(2, 4), torch.zeros(2, 10)

@@ -126,9 +126,14 @@ def test_config_from_dict() -> None:
     c = TrainConfig.from_dict({"stage": "onet", "batch_ratio": [3, 1, 1, 2], "lr": 0.01})
     assert c.arch == "onet" and c.batch_ratio == (3.0, 1.0, 1.0, 2.0) and c.lr == 0.01
     for bad in ({"stagee": "pnet"}, {"stage": "pnet", "arch": "onet"},
-                {"optimizer": "lbfgs"}, {"schedule": "poly"}, {"batch_ratio": [0, 0, 0, 0]}):
+                {"optimizer": "lbfgs"}, {"schedule": "poly"}, {"batch_ratio": [0, 0, 0, 0]},
+                {"loss_weights": [1, 2]}, {"loss_weights": [0, 1, 1]},
+                {"loss_weights": [1, -1, 1]}):
         with pytest.raises(ValueError):
             TrainConfig.from_dict(bad)
+    w = TrainConfig.from_dict({"stage": "rnet", "loss_weights": [1, 2, 0]})
+    assert w.loss_weights == (1.0, 2.0, 0.0) and w.to_dict()["loss_weights"] == [1.0, 2.0, 0.0]
+    assert TrainConfig().loss_weights is None and TrainConfig().to_dict()["loss_weights"] is None
 
 
 def test_validation_split_by_item(shards12: Path) -> None:
@@ -200,6 +205,21 @@ def test_pnet_learns_and_writes_outputs(shards12: Path, tmp_path: Path) -> None:
     last = torch.load(result.last_path, weights_only=True)
     nets.create("pnet").load_state_dict(last["model"])
     assert last["epoch"] == 3
+
+
+def test_loss_weights_reach_the_training_loss(shards12: Path, tmp_path: Path) -> None:
+    # box weight 0: the box head gets no gradient, so (Adam, no weight decay) it keeps its
+    # initial values while the classifier learns; with the paper's weights both move
+    initial = (torch.manual_seed(7), nets.create("pnet").state_dict())[1]
+    moved = {}
+    for name, weights in (("no_box", [1.0, 0.0, 0.0]), ("paper", None)):
+        result = train_stage(small("pnet", epochs=1, weight_decay=0.0, loss_weights=weights),
+                             shards12, None, tmp_path / name, echo=None)
+        last = torch.load(result.last_path, weights_only=True)["model"]
+        moved[name] = {k: not torch.equal(last[k], initial[k]) for k in ("cls.weight",
+                                                                        "box.weight")}
+    assert moved["no_box"] == {"cls.weight": True, "box.weight": False}
+    assert moved["paper"] == {"cls.weight": True, "box.weight": True}
 
 
 class Stop(Exception):

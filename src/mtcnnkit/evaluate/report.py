@@ -52,7 +52,7 @@ def validate_stage(run_dir: str | os.PathLike[str], stage: str,
     _, val_idx = split_validation(data, config.val_fraction, config.seed)
     if not len(val_idx):
         raise ValueError(f"{run_dir}: {stage} has no validation samples (val_fraction 0?)")
-    loss = stage_loss(stage, 1.0, config.regression)
+    loss = stage_loss(stage, 1.0, config.regression, weights=config.loss_weights)
     metrics = {}
     for name, cascade in weights.items():
         net = cascade.stage(stage).to(device)  # type: ignore[arg-type]

@@ -169,12 +169,15 @@ class MultiTaskLoss(nn.Module):
 
 
 def stage_loss(stage: str, ohem_ratio: float = 0.7, regression: str = "smooth_l1",
-               landmark_positives: bool = False) -> MultiTaskLoss:
-    """The loss with the paper's weights for ``stage`` ("pnet", "rnet" or "onet")."""
-    try:
+               landmark_positives: bool = False,
+               weights: Sequence[float] | None = None) -> MultiTaskLoss:
+    """The loss for ``stage`` ("pnet", "rnet" or "onet") with the given ``(cls, box,
+    landmark)`` weights, or the paper's for the stage when ``weights`` is None."""
+    if stage not in STAGE_WEIGHTS:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {tuple(STAGE_WEIGHTS)}")
+    if weights is None:
         weights = STAGE_WEIGHTS[stage]
-    except KeyError:
-        raise ValueError(f"unknown stage {stage!r}; expected one of "
-                         f"{tuple(STAGE_WEIGHTS)}") from None
+    elif len(weights) != 3:
+        raise ValueError(f"weights: expected (cls, box, landmark), got {tuple(weights)}")
     return MultiTaskLoss(*weights, ohem_ratio=ohem_ratio, regression=regression,
                          landmark_positives=landmark_positives)

@@ -103,6 +103,7 @@ class TrainConfig:
     batch_ratio: tuple[float, float, float, float] = (3, 1, 1, 2)  # neg:pos:part:landmark
     ohem_ratio: float = 0.7
     regression: str = "smooth_l1"  # "smooth_l1" | "wing" | "l2"
+    loss_weights: tuple[float, float, float] | None = None  # (cls, box, landmark); None: paper
     landmark_positives: bool = False  # landmark samples also train classification, as faces
     best_metric: str = "cls_loss"  # "cls_loss" (val, lower) | "cls_acc" (val, higher)
     seed: int = 0
@@ -114,6 +115,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.batch_ratio = tuple(float(r) for r in self.batch_ratio)  # type: ignore[assignment]
+        if self.loss_weights is not None:
+            self.loss_weights = tuple(float(w) for w in self.loss_weights)  # type: ignore[assignment]
+            if (len(self.loss_weights) != 3 or min(self.loss_weights) < 0
+                    or not self.loss_weights[0] > 0):
+                raise ValueError(
+                    "loss_weights must be 3 non-negative numbers (cls, box, landmark) with "
+                    f"cls > 0, or null for the paper's; got {self.loss_weights}")
         if isinstance(self.augment, Mapping):
             known = {f.name for f in dataclasses.fields(BatchAugment)}
             unknown = sorted(set(self.augment) - known)
@@ -156,6 +164,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["batch_ratio"] = list(self.batch_ratio)
+        d["loss_weights"] = None if self.loss_weights is None else list(self.loss_weights)
         return d
 
 
@@ -502,8 +511,8 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
     landmarks = _has_landmark_head(net, size)
     net.to(device).train()
     loss_fn = stage_loss(config.stage, config.ohem_ratio, config.regression,
-                         config.landmark_positives)
-    val_loss_fn = stage_loss(config.stage, 1.0, config.regression)
+                         config.landmark_positives, config.loss_weights)
+    val_loss_fn = stage_loss(config.stage, 1.0, config.regression, weights=config.loss_weights)
     optimizer = _make_optimizer(config, net)
     scheduler = _make_scheduler(config, optimizer)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
