@@ -253,6 +253,12 @@ def test_resume_is_exact(shards12: Path, tmp_path: Path, optimizer: str) -> None
     with pytest.raises(ValueError, match="different settings"):
         train_stage(small("pnet", epochs=2, lr=0.5), shards12, None, tmp_path / "split",
                     resume=True, echo=None)
+    # a checkpoint from before a setting existed resumes with that setting's default
+    ckpt = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    del ckpt["config"]["loss_weights"], ckpt["config"]["augment"]["downscale_landmarks"]
+    torch.save(ckpt, tmp_path / "split" / "last.pt")
+    assert train_stage(config, shards12, None, tmp_path / "split", resume=True,
+                       echo=None).epochs_run == 0
 
 
 def test_onet_trains_landmarks_with_val_root(shards48: Path, tmp_path: Path) -> None:

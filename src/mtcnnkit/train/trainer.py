@@ -464,7 +464,10 @@ def _read_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any] | None:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not an mtcnnkit training checkpoint")
-    saved = dict(ckpt["config"])
+    try:  # settings newer than the checkpoint take their defaults, as a fresh run would
+        saved = TrainConfig.from_dict(ckpt["config"]).to_dict()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: saved with settings this version cannot read: {e}") from None
     mine = config.to_dict()
     differ = sorted(k for k in mine if k not in ("epochs", "device", "num_workers", "amp")
                     and saved.get(k) != mine[k])
