@@ -84,9 +84,9 @@ class BatchAugment:
     shrunk to a side drawn from ``downscale_min`` to 1 times its own and enlarged back
     (`downscale`: small and blurred faces); ``downscale_landmarks=False`` keeps the landmark
     samples sharp (their draws are still made, so the other crops shrink as with it on).
-    Draws depend only on ``key`` (e.g. seed,
-    epoch, batch number), so a resumed run sees the same batches; the draws of the
-    options off by default come last, so they leave the other draws unchanged."""
+    Draws depend only on ``key`` (e.g. seed, epoch, batch number), so a resumed run sees the
+    same batches; the draws of the options off by default come last, so they leave the other
+    draws unchanged."""
 
     flip_p: float = 0.5
     jitter_p: float = 0.0
