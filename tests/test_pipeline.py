@@ -87,6 +87,84 @@ def test_cli_usage_errors(tmp_path: Path) -> None:
         assert result.exit_code == 2, (extra, result.output)
 
 
+def test_unneeded_steps_follow_the_step_graph() -> None:
+    assert pipeline.unneeded_steps([]) == set()
+    assert pipeline.unneeded_steps(["pnet"]) == {"prepare_pnet"}
+    # RNet given as well: its mined samples go; the landmarks and crops still feed ONet
+    assert pipeline.unneeded_steps(["pnet", "rnet"]) == {"prepare_pnet", "mine_rnet"}
+    assert pipeline.unneeded_steps(["onet"]) == {"mine_onet"}
+    assert pipeline.unneeded_steps(["pnet", "rnet", "onet"]) == {
+        "prepare_pnet", "prepare_landmarks", "mine_rnet", "prepare_crops", "mine_onet"}
+
+
+def _net_file(path: Path, stage: str, seed: int) -> Path:
+    import torch
+
+    from mtcnnkit import nets
+
+    torch.manual_seed(seed)
+    torch.save({"arch": stage, "state_dict": nets.create(stage).state_dict()}, path)
+    return path
+
+
+def test_adopt_nets_writes_the_given_nets_as_finished_training_steps(tmp_path: Path) -> None:
+    from mtcnnkit.weights import load_net, net_digest
+
+    run = pipeline.Run(tmp_path, tmp_path / "run", load_config(None), echo=None)
+    pnet_file = _net_file(tmp_path / "p.pt", "pnet", seed=1)
+    pipeline.adopt_nets(run, {"pnet": pnet_file, "rnet": "default"})
+    for stage, spec in (("pnet", pnet_file), ("rnet", "default")):
+        done = json.loads((run.out_dir / f"train_{stage}" / ".done").read_text())
+        expected = net_digest(load_net(spec, stage)[1])
+        assert done["given"] == str(spec) and done["net_sha256"] == expected
+        arch, adopted = load_net(run.out_dir / f"train_{stage}" / "best.pt", stage)
+        assert arch == stage and net_digest(adopted) == expected
+    assert not (run.out_dir / "train_onet").exists()
+    pipeline.adopt_nets(run, {"pnet": pnet_file})  # the same net again: nothing to do
+    other = _net_file(tmp_path / "q.pt", "pnet", seed=2)
+    with pytest.raises(pipeline.PipelineUsageError, match="already holds another pnet"):
+        pipeline.adopt_nets(run, {"pnet": other})
+    with pytest.raises(ValueError, match="is a rnet, not a pnet"):
+        pipeline.adopt_nets(run, {"pnet": _net_file(tmp_path / "r.pt", "rnet", seed=0)})
+
+
+def test_assemble_keeps_each_nets_architecture(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from mtcnnkit import nets
+
+    monkeypatch.setitem(nets._REGISTRY, "pnet_variant", ("pnet", nets.PNet))
+    variant = tmp_path / "variant.pt"
+    torch.save({"arch": "pnet_variant", "state_dict": nets.PNet().state_dict()}, variant)
+    run = pipeline.Run(tmp_path, tmp_path / "run", load_config(None), echo=None)
+    pipeline.adopt_nets(run, {"pnet": variant, "rnet": "default", "onet": "default"})
+    pipeline.assemble(run)
+    saved = torch.load(run.out_dir / pipeline.WEIGHTS_FILE, weights_only=True)
+    assert {s: saved["nets"][s]["arch"] for s in nets.STAGES} == {
+        "pnet": "pnet_variant", "rnet": "rnet", "onet": "onet"}
+
+
+def test_cli_rejects_bad_given_nets(tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = ["--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    for nets_option, message in (("pnet", "expected STAGE=WEIGHTS"),
+                                 ("fnet=default", "expected STAGE=WEIGHTS"),
+                                 (f"pnet={tmp_path / 'missing.pt'}", "no such file"),
+                                 (f"rnet={_net_file(tmp_path / 'p.pt', 'pnet', 0)}",
+                                  "not a rnet")):
+        result = runner.invoke(train_app, base + ["--nets", nets_option])
+        assert result.exit_code == 2, (nets_option, result.output)
+        assert message in result.output, (nets_option, result.output)
+    twice = runner.invoke(train_app, base + ["--nets", "pnet=default", "--nets", "pnet=default"])
+    assert twice.exit_code == 2 and "given twice" in twice.output
+    only = runner.invoke(train_app, base + ["--nets", "pnet=default", "--only", "train_pnet"])
+    assert only.exit_code == 2 and "also given" in only.output
+    stage = runner.invoke(train_app, ["--stage", "pnet", "--samples", str(tmp_path), "--out",
+                                      str(tmp_path / "x"), "--nets", "pnet=default"])
+    assert stage.exit_code == 2 and "--nets" in stage.output
+
+
 def _cls_losses(csv_path: Path) -> list[float]:
     with open(csv_path, newline="", encoding="utf-8") as f:
         return [float(row["train_cls_loss"]) for row in csv.DictReader(f)]
@@ -156,3 +234,25 @@ def test_tiny_training_run(tmp_path: Path) -> None:
     assert table.exit_code == 0, table.output
     rows = [line for line in table.output.splitlines() if line.startswith("| onet |")]
     assert len(rows) == 2 and rows[0].split("|")[3:] == rows[1].split("|")[3:]
+
+    # a run given this run's PNet (its best.pt) and RNet (from its cascade file) skips their
+    # sample steps and mines, from the same nets, exactly this run's ONet samples
+    from mtcnnkit.weights import net_digest
+
+    given_run = tmp_path / "given"
+    given = {"pnet": out / "train_pnet" / "best.pt", "rnet": out / "weights.pt"}
+    reports = run_pipeline(SHARED_DATA, given_run, cfg, given=given, echo=None)
+    assert {r.step: r.status for r in reports} == {
+        **{step: "ran" for step in STEPS}, "prepare_pnet": "not needed",
+        "mine_rnet": "not needed", "train_pnet": "skipped", "train_rnet": "skipped"}
+    assert not (given_run / "prepare_pnet").exists() and not (given_run / "mine_rnet").exists()
+    mined = sorted((out / "mine_onet" / "samples").rglob("*.npy"))
+    assert mined
+    for path in mined:
+        assert path.read_bytes() == (given_run / path.relative_to(out)).read_bytes(), path
+    first, second = load_weights(out / "weights.pt"), load_weights(given_run / "weights.pt")
+    for stage in ("pnet", "rnet"):
+        assert net_digest(first.stage(stage)) == net_digest(second.stage(stage))
+        assert second.meta["metrics"][stage]["given"] == str(given[stage])
+    rerun = run_pipeline(SHARED_DATA, given_run, cfg, given=given, echo=None)
+    assert {r.status for r in rerun} == {"skipped", "not needed"}

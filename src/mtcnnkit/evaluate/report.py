@@ -38,7 +38,9 @@ def run_training_config(run_dir: str | os.PathLike[str], stage: str) -> TrainCon
     """The training settings a run used for ``stage`` (from its ``last.pt``)."""
     path = Path(run_dir) / f"train_{stage}" / "last.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no training checkpoint (has train_{stage} run?)")
+        raise FileNotFoundError(f"{path}: no training checkpoint (has train_{stage} run? a "
+                                "net given with `train --nets` has no held-out samples: "
+                                "leave it out of --stages)")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     return TrainConfig.from_dict(ckpt["config"])
 

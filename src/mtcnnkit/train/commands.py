@@ -17,18 +17,15 @@ folder holding samples made otherwise), 1 when a run fails (I/O errors).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
-from torch import nn
 
 from .. import nets
 from ..cli_support import device_option, fail, progress_bar
@@ -42,7 +39,7 @@ from ..data.annotations import (
 )
 from ..data.samples import generate_detection_samples, generate_landmark_samples
 from ..data.shards import ShardDataset
-from ..weights import CascadeNets, load_weights
+from ..weights import CascadeNets, is_net_file, load_net, load_weights, net_digest
 from . import pipeline
 from .trainer import TrainResult, train_stage
 
@@ -308,23 +305,6 @@ def prepare_command(
 # ---------------------------------------------------------------- mtcnnkit mine
 
 
-def _net_hash(net: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in net.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _is_single_net(path: Path) -> bool:
-    """A per-net file (``best.pt`` of `mtcnnkit train --stage`), not a cascade file."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # not a torch file: load_weights reports it
-        return False
-    return isinstance(payload, dict) and "state_dict" in payload and "format" not in payload
-
-
 def _given_nets(weights: str, stage: str) -> dict[str, Path] | None:
     """The net files to copy when ``weights`` is not a whole cascade: a folder holding only
     the nets mining runs, or (RNet samples) one PNet file; None: a whole cascade."""
@@ -336,7 +316,7 @@ def _given_nets(weights: str, stage: str) -> dict[str, Path] | None:
             raise fail(f"--weights {path}: missing {', '.join(missing)} (mining {stage} "
                        f"samples runs {' and '.join(used)})", 2)
         return {s: path / f"{s}.pt" for s in used}
-    if path.is_file() and _is_single_net(path):
+    if path.is_file() and is_net_file(path):
         if stage != "rnet":
             raise fail(f"--weights {path}: one net file; mining onet samples runs PNet and "
                        "RNet: give a folder with pnet.pt and rnet.pt, or a cascade file", 2)
@@ -361,7 +341,7 @@ def _mining_cascade(weights: str, stage: str, out: Path) -> CascadeNets:
         cascade = load_weights(source)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise fail(f"--weights {weights}: {e}", 2) from None
-    cascade.meta = {s: _net_hash(cascade.stage(s)) for s in MINING_NETS[stage]}
+    cascade.meta = {s: net_digest(cascade.stage(s)) for s in MINING_NETS[stage]}
     return cascade
 
 
@@ -486,15 +466,32 @@ def _print_training(stage: str, result: TrainResult, seconds: float) -> None:
                   markup=False)
 
 
+def _given_for_pipeline(specs: Sequence[str]) -> dict[str, str]:
+    """``--nets STAGE=WEIGHTS`` options -> {stage: weights}, each net loaded once to check it."""
+    given: dict[str, str] = {}
+    for spec in specs:
+        stage, sep, weights = spec.partition("=")
+        stage = stage.strip().lower()
+        if not sep or stage not in nets.STAGES or not weights:
+            raise fail(f"--nets {spec!r}: expected STAGE=WEIGHTS with STAGE one of "
+                       f"{', '.join(nets.STAGES)}, e.g. --nets pnet=runs/a/train_pnet/best.pt", 2)
+        if stage in given:
+            raise fail(f"--nets: {stage} given twice", 2)
+        try:
+            load_net(weights, stage)
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            raise fail(f"--nets {spec}: {e}", 2) from None
+        given[stage] = weights
+    return given
+
+
 def _run_pipeline(data: Path, out: Path, cfg: pipeline.PipelineConfig, only: str | None,
-                  from_step: str | None, quiet: bool) -> None:
+                  from_step: str | None, given: Mapping[str, str], quiet: bool) -> None:
     """``mtcnnkit train`` without ``--stage``: the whole pipeline."""
     _require_folder(data, "--data")
     for option, step in (("--only", only), ("--from", from_step)):
         if step is not None and step not in pipeline.STEPS:
             raise fail(f"{option} {step!r}: expected one of {STEPS_HELP}", 2)
-    if only is not None and from_step is not None:
-        raise fail("--only and --from cannot be combined", 2)
 
     console = Console(stderr=True)
     with progress_bar(console, quiet) as bar:
@@ -507,11 +504,10 @@ def _run_pipeline(data: Path, out: Path, cfg: pipeline.PipelineConfig, only: str
 
         try:
             reports = pipeline.run_pipeline(data, out, cfg, only=only, from_step=from_step,
-                                            progress=progress, echo=_plain(bar.console))
-        except ValueError as e:
-            if only is not None and "needs" in str(e):
-                raise fail(str(e), 2) from None
-            raise
+                                            given=given, progress=progress,
+                                            echo=_plain(bar.console))
+        except pipeline.PipelineUsageError as e:
+            raise fail(str(e), 2) from None
     _print_table(reports)
 
 
@@ -537,6 +533,12 @@ def train_command(
         "--from", show_default=False,
         help="Delete the outputs of this pipeline step and the later ones, rerun them.")
     ] = None,
+    given_nets: Annotated[list[str] | None, typer.Option(
+        "--nets", metavar="STAGE=WEIGHTS", show_default=False,
+        help="Pipeline: use this already trained net instead of training it (repeatable), "
+             "e.g. --nets pnet=runs/a/train_pnet/best.pt --nets rnet=default: a per-net file "
+             "or that net of a cascade (file, folder, 'default'). The steps only its training "
+             "needs are not run.")] = None,
     stage: Annotated[Net | None, typer.Option(
         show_default=False,
         help="Train only this net on --samples instead of running the pipeline.")] = None,
@@ -572,10 +574,11 @@ def train_command(
         if data is None:
             raise fail("Missing option '--data' (or give --stage and --samples to train one "
                        "net)", 2)
-        _run_pipeline(data, out, cfg, only, from_step, quiet)
+        _run_pipeline(data, out, cfg, only, from_step, _given_for_pipeline(given_nets or []),
+                      quiet)
         return
     _reject("applies to the whole pipeline, not --stage",
-            {"--data": data, "--only": only, "--from": from_step})
+            {"--data": data, "--only": only, "--from": from_step, "--nets": given_nets})
     if not samples:
         raise fail("--stage needs --samples DIR (sample shards of the net's size)", 2)
     cfg = _load_config(config, overrides, stage.value, device)

@@ -36,7 +36,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -328,7 +328,7 @@ class Run:
 @dataclass
 class StepReport:
     step: str
-    status: str  # "ran" | "skipped"
+    status: str  # "ran" | "skipped" | "not needed"
     seconds: float
     result: dict[str, Any]
 
@@ -499,14 +499,14 @@ def train_onet(run: Run) -> dict[str, Any]:
 
 
 def assemble(run: Run) -> dict[str, Any]:
-    from ..weights import load_weights, save_weights
+    from ..weights import load_net, save_weights
 
-    folder = _weights_folder(run, run.step_dir("assemble") / "nets", nets.STAGES)
-    cascade = load_weights(folder)
+    loaded = {s: load_net(run.step_dir(f"train_{s}") / "best.pt", s) for s in nets.STAGES}
     metrics = {s: _done_result(run, f"train_{s}") for s in nets.STAGES}
     meta = {"config": run.config.to_dict(), "metrics": metrics,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    path = save_weights(cascade, run.out_dir / WEIGHTS_FILE, meta=meta)
+    path = save_weights({s: net for s, (_, net) in loaded.items()}, run.out_dir / WEIGHTS_FILE,
+                        archs={s: arch for s, (arch, _) in loaded.items()}, meta=meta)
     return {"weights": str(path), "bytes": path.stat().st_size}
 
 
@@ -558,9 +558,14 @@ def _done_result(run: Run, step: str) -> dict[str, Any]:
     return json.loads(_done_path(run, step).read_text(encoding="utf-8"))
 
 
+class PipelineUsageError(ValueError):
+    """A request the run cannot honour as given (conflicting options, missing earlier steps,
+    a given net that contradicts the run folder); the message says what to change."""
+
+
 def _check_step(step: str | None, option: str) -> None:
     if step is not None and step not in STEPS:
-        raise ValueError(f"{option} {step!r}: expected one of {', '.join(STEPS)}")
+        raise PipelineUsageError(f"{option} {step!r}: expected one of {', '.join(STEPS)}")
 
 
 def reset_from(run: Run, step: str) -> None:
@@ -572,17 +577,65 @@ def reset_from(run: Run, step: str) -> None:
             (run.out_dir / name).unlink(missing_ok=True)
 
 
+def unneeded_steps(given: Collection[str]) -> set[str]:
+    """The steps whose outputs only serve the training of the ``given`` nets (stages), e.g.
+    ``prepare_pnet`` and ``mine_rnet`` when PNet and RNet are given."""
+    adopted = {f"train_{stage}" for stage in given}
+    unneeded: set[str] = set()
+    for step in reversed(STEPS):  # a step's users come after it
+        users = [s for s in STEPS if step in REQUIRES[s]]
+        if step not in adopted and users and all(u in adopted | unneeded for u in users):
+            unneeded.add(step)
+    return unneeded
+
+
+def adopt_nets(run: Run, given: Mapping[str, StrPath]) -> None:
+    """Use trained nets instead of training them: each ``given`` stage's net (a per-net file
+    such as a run's ``train_pnet/best.pt``, or that net of a cascade file) becomes the
+    ``train_<stage>`` step's ``best.pt``, the step marked done with where the net came from.
+    Idempotent; a run whose step already holds a different net is refused."""
+    from ..weights import atomic_save, load_net, net_digest
+
+    for stage, spec in given.items():
+        if stage not in nets.STAGES:
+            raise PipelineUsageError(f"given net {stage!r}: expected one of "
+                                     f"{', '.join(nets.STAGES)}")
+        step = f"train_{stage}"
+        arch, net = load_net(spec, stage)
+        digest = net_digest(net)
+        done = _done_path(run, step)
+        if done.is_file():
+            if _done_result(run, step).get("net_sha256") == digest:
+                continue
+            raise PipelineUsageError(f"{run.step_dir(step)} already holds another {stage} "
+                                     "(trained or given before): use a new run folder, or "
+                                     f"--from {step}")
+        run.step_dir(step).mkdir(parents=True, exist_ok=True)
+        atomic_save({"arch": arch, "stage": stage, "state_dict": net.state_dict()},
+                    run.step_dir(step) / "best.pt")
+        write_json_atomic(done, {"given": os.fspath(spec), "arch": arch, "net_sha256": digest,
+                                 "seconds": 0.0})
+        run.say(f"[{step}] uses the given {stage}: {os.fspath(spec)}")
+
+
 def run_pipeline(data_dir: StrPath, out_dir: StrPath, config: PipelineConfig, *,
                  only: str | None = None, from_step: str | None = None,
+                 given: Mapping[str, StrPath] | None = None,
                  progress: Progress | None = None,
                  echo: Echo | None = print) -> list[StepReport]:
     """Run the steps not yet done (see the module docstring). ``only`` runs that one step
     (even when marked done; its prerequisites must be done); ``from_step`` deletes the
-    outputs of that step and the later ones, then runs them."""
+    outputs of that step and the later ones, then runs them. ``given`` maps stages to
+    already trained nets used instead of training them (:func:`adopt_nets`); the steps only
+    their training needs are then not run."""
     _check_step(only, "--only")
     _check_step(from_step, "--from")
     if only is not None and from_step is not None:
-        raise ValueError("--only and --from cannot be combined")
+        raise PipelineUsageError("--only and --from cannot be combined")
+    given = dict(given or {})
+    if only is not None and only in {f"train_{stage}" for stage in given}:
+        raise PipelineUsageError(f"--only {only} trains the net that is also given; give "
+                                 "one of them")
     run = Run(Path(data_dir), Path(out_dir), config, progress, echo)
     if not run.data_dir.is_dir():
         raise FileNotFoundError(f"data folder {run.data_dir} does not exist")
@@ -590,17 +643,23 @@ def run_pipeline(data_dir: StrPath, out_dir: StrPath, config: PipelineConfig, *,
     write_json_atomic(run.out_dir / "config.json", config.to_dict())
     if from_step is not None:
         reset_from(run, from_step)
+    adopt_nets(run, given)
+    unneeded = unneeded_steps(given)
     steps = [only] if only is not None else list(STEPS)
     if only is not None:
         missing = [s for s in REQUIRES[only] if not _done_path(run, s).is_file()]
         if missing:
-            raise ValueError(f"step {only} needs {', '.join(missing)} to be done first")
+            raise PipelineUsageError(f"step {only} needs {', '.join(missing)} to be done first")
     reports = []
     for step in steps:
         done = _done_path(run, step)
         if done.is_file() and only is None:
             run.say(f"[{step}] done already, skipped")
             reports.append(StepReport(step, "skipped", 0.0, _done_result(run, step)))
+            continue
+        if step in unneeded and only is None:
+            run.say(f"[{step}] not needed: it only serves the training of given nets")
+            reports.append(StepReport(step, "not needed", 0.0, {}))
             continue
         run.say(f"[{step}] running")
         run.step_dir(step).mkdir(parents=True, exist_ok=True)
@@ -628,6 +687,8 @@ def describe(report: StepReport) -> str:
                   if k in r)
         return f"{r.get('total', 0)} samples ({', '.join(counts)})"
     if report.step.startswith("train"):
+        if "given" in r:
+            return f"given: {r['given']}"
         first, last = r.get("first_train_cls_loss"), r.get("last_train_cls_loss")
         loss = f"train cls loss {first:.4f} -> {last:.4f}, " if first is not None else ""
         return (f"{loss}best epoch {r.get('best_epoch')} "

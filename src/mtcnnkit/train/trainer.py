@@ -72,6 +72,7 @@ from torch import Tensor, nn
 from .. import nets
 from ..data.augment import BatchAugment
 from ..data.shards import LANDMARK, NEGATIVE, PART, POSITIVE, ShardDataset, to_batch
+from ..weights import atomic_save
 from . import distributed
 from .distributed import DistContext
 from .losses import MultiTaskLoss, classification_mask, stage_loss
@@ -342,12 +343,6 @@ def split_validation(data: ShardDataset, fraction: float, seed: int
     return all_idx[~is_val], all_idx[is_val]
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -599,12 +594,12 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
         if _is_better(value, best_value, config.best_metric):
             best_value, best_epoch = value, epoch
             if ctx.is_main:
-                _atomic_save({"arch": config.arch, "stage": config.stage,
+                atomic_save({"arch": config.arch, "stage": config.stage,
                               "state_dict": {k: v.detach().cpu() for k, v
                                              in net.state_dict().items()},
                               "epoch": epoch, "metrics": dict(row)}, best_path)
         if ctx.is_main:
-            _atomic_save({
+            atomic_save({
                 "format": CHECKPOINT_FORMAT, "version": 1, "config": config.to_dict(),
                 "arch": config.arch, "epoch": epoch,
                 "model": net.state_dict(), "optimizer": optimizer.state_dict(),

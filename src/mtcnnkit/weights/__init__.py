@@ -11,6 +11,7 @@ Formats understood:
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,31 +50,54 @@ def load_weights(weights: str | os.PathLike = "default", device: str | torch.dev
                  ) -> CascadeNets:
     """Load a cascade: ``"default"`` (bundled), ``"reference"`` (original MTCNN, for
     comparison only), or a path to an mtcnnkit file / a directory of per-net files."""
-    spec = os.fspath(weights)
-    if spec == "default":
-        if not BUNDLED_FILE.is_file():
-            raise FileNotFoundError(
-                "mtcnnkit's own trained weights are not bundled in this version yet; use "
-                "weights='reference' (the original MTCNN weights). " + HOW_TO_GET)
-        loaded = _load_file(BUNDLED_FILE)
-    elif spec == "reference":
-        directory = find_reference_dir()
-        if directory is None:
-            raise FileNotFoundError(HOW_TO_GET)
-        loaded = _load_directory(directory)
-    else:
-        path = Path(spec).expanduser()
-        if path.is_dir():
-            loaded = _load_directory(path)
-        elif path.is_file():
-            loaded = _load_file(path)
-        else:
-            raise FileNotFoundError(
-                f"weights {spec!r}: no such file or directory (expected 'default', "
-                "'reference', an mtcnnkit .pt file or a directory with pnet.pt/rnet.pt/onet.pt)")
+    path = _resolve(weights)
+    entries, meta = _entries(path)
+    loaded = CascadeNets(**{s: _build(s, *entries[s]) for s in nets.STAGES}, source=str(path),
+                         meta=meta)
     for net in (loaded.pnet, loaded.rnet, loaded.onet):
         net.eval().requires_grad_(False)
     return loaded.to(device)
+
+
+def load_net(weights: str | os.PathLike, stage: nets.Stage) -> tuple[str, nn.Module]:
+    """One net and its architecture name: a per-net file (the ``best.pt`` of a training run)
+    or the ``stage`` net of a cascade (anything :func:`load_weights` takes)."""
+    path = _resolve(weights)
+    if path.is_file() and is_net_file(path):
+        payload = _read(path)
+        arch = payload.get("arch", stage)
+        return arch, _build(stage, arch, payload["state_dict"], path)
+    arch, state_dict, origin = _entries(path)[0][stage]
+    return arch, _build(stage, arch, state_dict, origin)
+
+
+def is_net_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an mtcnnkit per-net file (``{"arch", "state_dict"}``, e.g. a
+    trainer's ``best.pt``) rather than a cascade file."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a torch file: the loaders report it
+        return False
+    return isinstance(payload, dict) and "state_dict" in payload and "format" not in payload
+
+
+def net_digest(net: nn.Module) -> str:
+    """SHA-256 of a net's parameters and buffers (names and values): equal nets, equal
+    digests, whatever file they came from."""
+    digest = hashlib.sha256()
+    for name, tensor in net.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def atomic_save(obj: object, path: str | os.PathLike) -> Path:
+    """``torch.save`` through a temporary file and a rename: a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
 
 
 def save_weights(cascade: CascadeNets | dict[str, nn.Module], path: str | os.PathLike,
@@ -90,11 +114,7 @@ def save_weights(cascade: CascadeNets | dict[str, nn.Module], path: str | os.Pat
                  for s, m in modules.items()},
         "meta": meta or {},
     }
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".part")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return atomic_save(payload, path)
 
 
 def _read(path: Path) -> dict:
@@ -102,6 +122,31 @@ def _read(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file, pickle that is not plain data, ...
         raise ValueError(f"{path}: not a readable weights file ({e})") from e
+
+
+def _resolve(weights: str | os.PathLike) -> Path:
+    """The file or directory a weights spec names ("default", "reference" or a path)."""
+    spec = os.fspath(weights)
+    if spec == "default":
+        if not BUNDLED_FILE.is_file():
+            raise FileNotFoundError(
+                "mtcnnkit's own trained weights are not bundled in this version yet; use "
+                "weights='reference' (the original MTCNN weights). " + HOW_TO_GET)
+        return BUNDLED_FILE
+    if spec == "reference":
+        directory = find_reference_dir()
+        if directory is None:
+            raise FileNotFoundError(HOW_TO_GET)
+        return directory
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"weights {spec!r}: no such file or directory (expected 'default', "
+            "'reference', an mtcnnkit .pt file or a directory with pnet.pt/rnet.pt/onet.pt)")
+    return path
+
+
+Entry = tuple[str, dict[str, Tensor], Path]  # architecture, state dict, file it came from
 
 
 def _build(stage: nets.Stage, arch: str, state_dict: dict[str, Tensor], origin: Path) -> nn.Module:
@@ -116,31 +161,36 @@ def _build(stage: nets.Stage, arch: str, state_dict: dict[str, Tensor], origin: 
     return net
 
 
-def _load_file(path: Path) -> CascadeNets:
+def _entries(path: Path) -> tuple[dict[str, Entry], dict]:
+    """Each stage's (architecture, state dict, origin) of a cascade, and its meta."""
+    return _directory_entries(path) if path.is_dir() else _file_entries(path)
+
+
+def _file_entries(path: Path) -> tuple[dict[str, Entry], dict]:
     payload = _read(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not an mtcnnkit weights file (missing format={FORMAT!r})")
-    built = {}
+    entries = {}
     for stage in nets.STAGES:
         entry = payload["nets"].get(stage)
         if entry is None:
             raise ValueError(f"{path}: no {stage} in weights file")
-        built[stage] = _build(stage, entry["arch"], entry["state_dict"], path)
-    return CascadeNets(**built, source=str(path), meta=payload.get("meta", {}))
+        entries[stage] = (entry["arch"], entry["state_dict"], path)
+    return entries, payload.get("meta", {})
 
 
-def _load_directory(directory: Path) -> CascadeNets:
-    built = {}
+def _directory_entries(directory: Path) -> tuple[dict[str, Entry], dict]:
+    entries = {}
     for stage in nets.STAGES:
         path = directory / f"{stage}.pt"
         if not path.is_file():
             raise FileNotFoundError(f"{directory}: missing {stage}.pt")
         payload = _read(path)
         if isinstance(payload, dict) and "arch" in payload and "state_dict" in payload:
-            built[stage] = _build(stage, payload["arch"], payload["state_dict"], path)
+            entries[stage] = (payload["arch"], payload["state_dict"], path)
         else:
-            built[stage] = _build(stage, stage, from_reference_layout(stage, payload), path)
-    return CascadeNets(**built, source=str(directory))
+            entries[stage] = (stage, from_reference_layout(stage, payload), path)
+    return entries, {}
 
 
 # facenet-pytorch key prefix -> ours, per stage
