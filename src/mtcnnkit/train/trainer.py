@@ -595,9 +595,9 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
             best_value, best_epoch = value, epoch
             if ctx.is_main:
                 atomic_save({"arch": config.arch, "stage": config.stage,
-                              "state_dict": {k: v.detach().cpu() for k, v
-                                             in net.state_dict().items()},
-                              "epoch": epoch, "metrics": dict(row)}, best_path)
+                             "state_dict": {k: v.detach().cpu() for k, v
+                                            in net.state_dict().items()},
+                             "epoch": epoch, "metrics": dict(row)}, best_path)
         if ctx.is_main:
             atomic_save({
                 "format": CHECKPOINT_FORMAT, "version": 1, "config": config.to_dict(),
