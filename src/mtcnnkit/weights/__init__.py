@@ -63,8 +63,7 @@ def load_net(weights: str | os.PathLike, stage: nets.Stage) -> tuple[str, nn.Mod
     """One net and its architecture name: a per-net file (the ``best.pt`` of a training run)
     or the ``stage`` net of a cascade (anything :func:`load_weights` takes)."""
     path = _resolve(weights)
-    if path.is_file() and is_net_file(path):
-        payload = _read(path)
+    if path.is_file() and _is_net_payload(payload := _read(path)):
         arch = payload.get("arch", stage)
         return arch, _build(stage, arch, payload["state_dict"], path)
     arch, state_dict, origin = _entries(path)[0][stage]
@@ -78,6 +77,10 @@ def is_net_file(path: str | os.PathLike) -> bool:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # not a torch file: the loaders report it
         return False
+    return _is_net_payload(payload)
+
+
+def _is_net_payload(payload: object) -> bool:
     return isinstance(payload, dict) and "state_dict" in payload and "format" not in payload
 
 
@@ -186,8 +189,8 @@ def _directory_entries(directory: Path) -> tuple[dict[str, Entry], dict]:
         if not path.is_file():
             raise FileNotFoundError(f"{directory}: missing {stage}.pt")
         payload = _read(path)
-        if isinstance(payload, dict) and "arch" in payload and "state_dict" in payload:
-            entries[stage] = (payload["arch"], payload["state_dict"], path)
+        if _is_net_payload(payload):
+            entries[stage] = (payload.get("arch", stage), payload["state_dict"], path)
         else:
             entries[stage] = (stage, from_reference_layout(stage, payload), path)
     return entries, {}
