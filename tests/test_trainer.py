@@ -20,7 +20,7 @@ from mtcnnkit.train.trainer import (
     split_validation,
     train_stage,
 )
-from mtcnnkit.weights import load_weights
+from mtcnnkit.weights import is_net_file, load_net, load_weights, net_digest
 
 torch.set_num_threads(2)
 
@@ -205,6 +205,13 @@ def test_pnet_learns_and_writes_outputs(shards12: Path, tmp_path: Path) -> None:
     last = torch.load(result.last_path, weights_only=True)
     nets.create("pnet").load_state_dict(last["model"])
     assert last["epoch"] == 3
+    # the last.pt checkpoint is a net too (the last epoch's, where best.pt keeps the best)
+    assert is_net_file(result.last_path) and is_net_file(result.best_path)
+    arch, from_last = load_net(result.last_path, "pnet")
+    assert arch == "pnet"
+    assert all(torch.equal(from_last.state_dict()[k], v) for k, v in last["model"].items())
+    (folder / "pnet.pt").write_bytes(result.last_path.read_bytes())
+    assert net_digest(load_weights(folder).pnet) == net_digest(from_last)
 
 
 def test_loss_weights_reach_the_training_loss(shards12: Path, tmp_path: Path) -> None:

@@ -537,8 +537,8 @@ def train_command(
         "--nets", metavar="STAGE=WEIGHTS", show_default=False,
         help="Pipeline: use this already trained net instead of training it (repeatable), "
              "e.g. --nets pnet=runs/a/train_pnet/best.pt --nets rnet=default: a per-net file "
-             "or that net of a cascade (file, folder, 'default'). The steps only its training "
-             "needs are not run.")] = None,
+             "(a run's best.pt, or its last.pt checkpoint) or that net of a cascade (file, "
+             "folder, 'default'). The steps only its training needs are not run.")] = None,
     stage: Annotated[Net | None, typer.Option(
         show_default=False,
         help="Train only this net on --samples instead of running the pipeline.")] = None,

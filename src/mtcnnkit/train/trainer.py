@@ -72,7 +72,7 @@ from torch import Tensor, nn
 from .. import nets
 from ..data.augment import BatchAugment
 from ..data.shards import LANDMARK, NEGATIVE, PART, POSITIVE, ShardDataset, to_batch
-from ..weights import atomic_save
+from ..weights import CHECKPOINT_FORMAT, atomic_save
 from . import distributed
 from .distributed import DistContext
 from .losses import MultiTaskLoss, classification_mask, stage_loss
@@ -80,7 +80,6 @@ from .metrics import EpochMetrics, plot_metrics, write_csv
 
 # the order of TrainConfig.batch_ratio
 RATIO_LABELS: tuple[int, ...] = (NEGATIVE, POSITIVE, PART, LANDMARK)
-CHECKPOINT_FORMAT = "mtcnnkit-train-checkpoint"
 
 Progress = Callable[[int, int], None]
 

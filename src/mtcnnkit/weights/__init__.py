@@ -24,6 +24,7 @@ from ..reference import HOW_TO_GET, find_reference_dir
 
 BUNDLED_DIR = Path(__file__).parent
 BUNDLED_FILE = BUNDLED_DIR / "mtcnnkit.pt"
+CHECKPOINT_FORMAT = "mtcnnkit-train-checkpoint"  # a trainer's last.pt (train/trainer.py)
 FORMAT = "mtcnnkit-weights"
 
 
@@ -60,28 +61,38 @@ def load_weights(weights: str | os.PathLike = "default", device: str | torch.dev
 
 
 def load_net(weights: str | os.PathLike, stage: nets.Stage) -> tuple[str, nn.Module]:
-    """One net and its architecture name: a per-net file (the ``best.pt`` of a training run)
-    or the ``stage`` net of a cascade (anything :func:`load_weights` takes)."""
+    """One net and its architecture name: a per-net file (a training run's ``best.pt``, or
+    its ``last.pt`` checkpoint) or the ``stage`` net of a cascade (anything
+    :func:`load_weights` takes)."""
     path = _resolve(weights)
-    if path.is_file() and _is_net_payload(payload := _read(path)):
-        arch = payload.get("arch", stage)
-        return arch, _build(stage, arch, payload["state_dict"], path)
+    if path.is_file() and (entry := _net_entry(_read(path), stage)) is not None:
+        arch, state_dict = entry
+        return arch, _build(stage, arch, state_dict, path)
     arch, state_dict, origin = _entries(path)[0][stage]
     return arch, _build(stage, arch, state_dict, origin)
 
 
 def is_net_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is an mtcnnkit per-net file (``{"arch", "state_dict"}``, e.g. a
-    trainer's ``best.pt``) rather than a cascade file."""
+    """Whether ``path`` holds one net (``{"arch", "state_dict"}``, a trainer's ``best.pt``,
+    or a trainer's ``last.pt`` checkpoint) rather than a cascade."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # not a torch file: the loaders report it
         return False
-    return _is_net_payload(payload)
+    return _net_entry(payload, "") is not None
 
 
-def _is_net_payload(payload: object) -> bool:
-    return isinstance(payload, dict) and "state_dict" in payload and "format" not in payload
+def _net_entry(payload: object, stage: str) -> tuple[str, dict[str, Tensor]] | None:
+    """(architecture, state dict) of a one-net payload, None for anything else (a cascade
+    file, a reference net): a per-net file, or a training checkpoint, whose net is under
+    "model". Without an architecture name the stage's original one is meant."""
+    if not isinstance(payload, dict):
+        return None
+    if payload.get("format") == CHECKPOINT_FORMAT:
+        return payload.get("arch", stage), payload["model"]
+    if "state_dict" in payload and "format" not in payload:
+        return payload.get("arch", stage), payload["state_dict"]
+    return None
 
 
 def net_digest(net: nn.Module) -> str:
@@ -189,8 +200,8 @@ def _directory_entries(directory: Path) -> tuple[dict[str, Entry], dict]:
         if not path.is_file():
             raise FileNotFoundError(f"{directory}: missing {stage}.pt")
         payload = _read(path)
-        if _is_net_payload(payload):
-            entries[stage] = (payload.get("arch", stage), payload["state_dict"], path)
+        if (entry := _net_entry(payload, stage)) is not None:
+            entries[stage] = (*entry, path)
         else:
             entries[stage] = (stage, from_reference_layout(stage, payload), path)
     return entries, {}
