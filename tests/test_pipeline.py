@@ -256,3 +256,13 @@ def test_tiny_training_run(tmp_path: Path) -> None:
         assert second.meta["metrics"][stage]["given"] == str(given[stage])
     rerun = run_pipeline(SHARED_DATA, given_run, cfg, given=given, echo=None)
     assert {r.status for r in rerun} == {"skipped", "not needed"}
+
+
+def test_train_step_line_names_how_the_net_was_kept() -> None:
+    result = {"first_train_cls_loss": 0.5, "last_train_cls_loss": 0.2, "best_epoch": 7,
+              "best_value": 0.1234, "best_metric": "cls_loss"}
+    line = pipeline.describe(pipeline.StepReport("train_onet", "ran", 1.0, result))
+    assert line == "train cls loss 0.5000 -> 0.2000, best epoch 7 (cls_loss=0.1234)"
+    last = pipeline.describe(pipeline.StepReport(
+        "train_onet", "ran", 1.0, {**result, "best_metric": "last"}))
+    assert last.endswith("last epoch 7 (cls_loss=0.1234)")

@@ -16,6 +16,7 @@ from mtcnnkit.train.metrics import EpochMetrics, append_csv, read_csv
 from mtcnnkit.train.trainer import (
     BalancedBatchSampler,
     TrainConfig,
+    _is_better,
     batch_quotas,
     split_validation,
     train_stage,
@@ -279,6 +280,23 @@ def test_onet_trains_landmarks_with_val_root(shards48: Path, tmp_path: Path) -> 
     best = torch.load(result.best_path, weights_only=True)
     assert best["metrics"]["val_cls_acc"] == max(r["val_cls_acc"] for r in h)
     nets.create("onet").load_state_dict(best["state_dict"])
+
+
+def test_best_metric_last_keeps_the_final_epoch(shards12: Path, tmp_path: Path) -> None:
+    result = train_stage(small("pnet", epochs=3, best_metric="last"), shards12, None,
+                         tmp_path, echo=None)
+    h = result.history
+    assert result.best_epoch == len(h) - 1 == 2
+    assert result.best_value == h[-1]["val_cls_loss"]
+    best = torch.load(result.best_path, weights_only=True)
+    last = torch.load(result.last_path, weights_only=False)
+    assert best["epoch"] == 2
+    for name, tensor in last["model"].items():
+        assert torch.equal(best["state_dict"][name], tensor)
+    # whatever the loss did: a worse value than the best so far still wins under "last"
+    assert _is_better(1.0, 0.1, "last") and not _is_better(1.0, 0.1, "cls_loss")
+    with pytest.raises(ValueError, match="best_metric"):
+        small("pnet", best_metric="final")
 
 
 def test_size_mismatch_is_refused(shards48: Path, tmp_path: Path) -> None:

@@ -691,8 +691,10 @@ def describe(report: StepReport) -> str:
             return f"given: {r['given']}"
         first, last = r.get("first_train_cls_loss"), r.get("last_train_cls_loss")
         loss = f"train cls loss {first:.4f} -> {last:.4f}, " if first is not None else ""
-        return (f"{loss}best epoch {r.get('best_epoch')} "
-                f"({r.get('best_metric')}={r.get('best_value', float('nan')):.4f})")
+        metric = r.get("best_metric")
+        named = "cls_loss" if metric == "last" else metric
+        return (f"{loss}{'last' if metric == 'last' else 'best'} epoch {r.get('best_epoch')} "
+                f"({named}={r.get('best_value', float('nan')):.4f})")
     if report.step == "assemble":
         return str(r.get("weights", ""))
     if report.step == "evaluate":

@@ -15,8 +15,10 @@ to ``out_dir``:
                  that ``mtcnnkit.weights.load_weights`` reads
 
 "Best" is the lowest validation classification loss (``best_metric="cls_loss"``, plain
-cross-entropy over all val positives and negatives, no OHEM) or the highest validation
-accuracy (``best_metric="cls_acc"``); without validation samples the train metric is used.
+cross-entropy over all val positives and negatives, no OHEM), the highest validation
+accuracy (``best_metric="cls_acc"``), or simply the final epoch (``best_metric="last"``:
+``best.pt`` then holds the net the schedule ends with; its reported value is that epoch's
+val cls loss). Without validation samples the train metric is used.
 
 Training batches come from :class:`BalancedBatchSampler` (neg:pos:part:landmark = 3:1:1:2 by
 default; the landmark share is dropped for nets without a landmark head). The train metrics
@@ -105,7 +107,7 @@ class TrainConfig:
     regression: str = "smooth_l1"  # "smooth_l1" | "wing" | "l2"
     loss_weights: tuple[float, float, float] | None = None  # (cls, box, landmark); None: paper
     landmark_positives: bool = False  # landmark samples also train classification, as faces
-    best_metric: str = "cls_loss"  # "cls_loss" (val, lower) | "cls_acc" (val, higher)
+    best_metric: str = "cls_loss"  # "cls_loss" (val, lower) | "cls_acc" (val, higher) | "last"
     seed: int = 0
     num_workers: int = 0
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
@@ -139,7 +141,7 @@ class TrainConfig:
             "optimizer": (self.optimizer, ("adam", "sgd")),
             "schedule": (self.schedule, ("cosine", "step")),
             "regression": (self.regression, ("smooth_l1", "wing", "l2")),
-            "best_metric": (self.best_metric, ("cls_loss", "cls_acc")),
+            "best_metric": (self.best_metric, ("cls_loss", "cls_acc", "last")),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:
@@ -402,6 +404,8 @@ def _evaluate_metrics(net: nn.Module, data: ShardDataset, indices: np.ndarray,
 
 
 def _is_better(value: float, best: float | None, metric: str) -> bool:
+    if metric == "last":
+        return True
     if math.isnan(value):
         return best is None
     if best is None or math.isnan(best):
@@ -589,7 +593,8 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
         time_total += row["seconds"]
 
         split = "val" if len(val_idx) else "train"
-        value = row[f"{split}_{config.best_metric}"]
+        metric = "cls_loss" if config.best_metric == "last" else config.best_metric
+        value = row[f"{split}_{metric}"]
         if _is_better(value, best_value, config.best_metric):
             best_value, best_epoch = value, epoch
             if ctx.is_main:
