@@ -299,6 +299,35 @@ def test_best_metric_last_keeps_the_final_epoch(shards12: Path, tmp_path: Path) 
         small("pnet", best_metric="final")
 
 
+def test_best_metric_can_change_on_resume_when_its_net_was_kept(shards12: Path,
+                                                                 tmp_path: Path) -> None:
+    first = train_stage(small("pnet", epochs=3), shards12, None, tmp_path, echo=None)
+    switched = train_stage(small("pnet", epochs=3, best_metric="last"), shards12, None,
+                           tmp_path, resume=True, echo=None)
+    assert switched.epochs_run == 0 and switched.best_epoch == 2
+    assert [r["val_cls_loss"] for r in switched.history] == [
+        r["val_cls_loss"] for r in first.history]
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert best["epoch"] == 2 and last["best_epoch"] == 2
+    assert last["config"]["best_metric"] == "last"
+    for name, tensor in last["model"].items():
+        assert torch.equal(best["state_dict"][name], tensor)
+    # back to cls_loss: fine when the lowest loss is the kept epoch, refused when it is not
+    for lowest, ok in ((2, True), (0, False)):
+        last["history"] = [{**row, "val_cls_loss": 0.1 if int(row["epoch"]) == lowest else 0.9}
+                           for row in first.history]
+        torch.save(last, tmp_path / "last.pt")
+        if ok:
+            back = train_stage(small("pnet", epochs=3), shards12, None, tmp_path,
+                               resume=True, echo=None)
+            assert back.best_epoch == 2 and back.best_value == 0.1
+        else:
+            with pytest.raises(ValueError, match="picks epoch 0, whose net was not kept"):
+                train_stage(small("pnet", epochs=3), shards12, None, tmp_path, resume=True,
+                            echo=None)
+
+
 def test_size_mismatch_is_refused(shards48: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="48px"):
         train_stage(small("pnet"), shards48, None, tmp_path, echo=None)

@@ -403,6 +403,24 @@ def _evaluate_metrics(net: nn.Module, data: ShardDataset, indices: np.ndarray,
     return metrics
 
 
+def _selection_value(row: Mapping[str, float], split: str, metric: str) -> float:
+    """The figure ``best_metric`` compares (under "last": the epoch's cls loss, reported
+    only)."""
+    return row[f"{split}_{'cls_loss' if metric == 'last' else metric}"]
+
+
+def _reselect(history: Sequence[Mapping[str, float]], split: str,
+              metric: str) -> tuple[float | None, int]:
+    """(best value, best epoch) of ``history`` under ``metric``, as the loop would have
+    picked them."""
+    best_value, best_epoch = None, -1
+    for row in history:
+        value = _selection_value(row, split, metric)
+        if _is_better(value, best_value, metric):
+            best_value, best_epoch = value, int(row["epoch"])
+    return best_value, best_epoch
+
+
 def _is_better(value: float, best: float | None, metric: str) -> bool:
     if metric == "last":
         return True
@@ -467,11 +485,39 @@ def _read_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any] | None:
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: saved with settings this version cannot read: {e}") from None
     mine = config.to_dict()
-    differ = sorted(k for k in mine if k not in ("epochs", "device", "num_workers", "amp")
-                    and saved.get(k) != mine[k])
+    # these do not change what the epochs so far did (a new best_metric is applied to them)
+    free = ("epochs", "device", "num_workers", "amp", "best_metric")
+    differ = sorted(k for k in mine if k not in free and saved.get(k) != mine[k])
     if differ:
         raise ValueError(f"{path}: saved with different settings {differ}")
     return ckpt
+
+
+def _switch_best_metric(ckpt: dict[str, Any], history: Sequence[Mapping[str, float]],
+                        split: str, config: TrainConfig, last_path: Path, best_path: Path,
+                        ctx: DistContext) -> tuple[float | None, int]:
+    """Resuming with another ``best_metric``: pick the best epoch of the run so far again.
+    Possible when that epoch's net was kept: the checkpoint's own epoch (always so for
+    "last") or the one already in ``best.pt``. ``best.pt`` and ``last.pt`` are rewritten to
+    match."""
+    best_value, best_epoch = _reselect(history, split, config.best_metric)
+    epoch = int(ckpt["epoch"])
+    kept = (torch.load(best_path, map_location="cpu", weights_only=True).get("epoch")
+            if best_path.is_file() else None)
+    if best_epoch not in (epoch, kept):
+        raise ValueError(
+            f"{last_path}: best_metric {config.best_metric!r} picks epoch {best_epoch}, whose "
+            f"net was not kept (best.pt holds epoch {kept}, last.pt epoch {epoch}); train "
+            "anew to select by it")
+    if ctx.is_main:
+        if best_epoch == epoch:
+            atomic_save({"arch": config.arch, "stage": config.stage,
+                         "state_dict": {k: v.detach().cpu() for k, v in ckpt["model"].items()},
+                         "epoch": epoch, "metrics": dict(history[epoch])}, best_path)
+        ckpt["config"]["best_metric"] = config.best_metric
+        ckpt["best_value"], ckpt["best_epoch"] = best_value, best_epoch
+        atomic_save(ckpt, last_path)
+    return best_value, best_epoch
 
 
 def _train(config: TrainConfig, train_root: str | os.PathLike[str],
@@ -533,6 +579,7 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
         num_workers=config.num_workers, pin_memory=device.type == "cuda",
         multiprocessing_context="forkserver" if config.num_workers > 0 else None)
 
+    split = "val" if len(val_idx) else "train"  # whose metrics pick the best epoch
     history: list[dict[str, float]] = []
     start_epoch, best_value, best_epoch = 0, None, -1
     ckpt = distributed.on_main(ctx, lambda: _read_checkpoint(last_path, config)
@@ -547,6 +594,9 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
         start_epoch = int(ckpt["epoch"]) + 1
         best_value, best_epoch = ckpt["best_value"], int(ckpt["best_epoch"])
         history = [dict(r) for r in ckpt["history"]]
+        if ckpt["config"].get("best_metric", "cls_loss") != config.best_metric:
+            best_value, best_epoch = _switch_best_metric(ckpt, history, split, config,
+                                                         last_path, best_path, ctx)
     # DDP averages the gradients of the ranks; files always hold the plain net's weights
     model: nn.Module = net
     if ctx.active:
@@ -592,9 +642,7 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
         seen_total += train_metrics.n_samples
         time_total += row["seconds"]
 
-        split = "val" if len(val_idx) else "train"
-        metric = "cls_loss" if config.best_metric == "last" else config.best_metric
-        value = row[f"{split}_{metric}"]
+        value = _selection_value(row, split, config.best_metric)
         if _is_better(value, best_value, config.best_metric):
             best_value, best_epoch = value, epoch
             if ctx.is_main:
