@@ -493,13 +493,21 @@ def _read_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any] | None:
     return ckpt
 
 
+def _best_payload(config: TrainConfig, state_dict: Mapping[str, Tensor], epoch: int,
+                  row: Mapping[str, float]) -> dict[str, Any]:
+    """What ``best.pt`` holds: a per-net file plus the epoch and its metrics."""
+    return {"arch": config.arch, "stage": config.stage,
+            "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+            "epoch": epoch, "metrics": dict(row)}
+
+
 def _switch_best_metric(ckpt: dict[str, Any], history: Sequence[Mapping[str, float]],
-                        split: str, config: TrainConfig, last_path: Path, best_path: Path,
-                        ctx: DistContext) -> tuple[float | None, int]:
+                        split: str, config: TrainConfig, last_path: Path,
+                        best_path: Path) -> tuple[float | None, int]:
     """Resuming with another ``best_metric``: pick the best epoch of the run so far again.
     Possible when that epoch's net was kept: the checkpoint's own epoch (always so for
     "last") or the one already in ``best.pt``. ``best.pt`` and ``last.pt`` are rewritten to
-    match."""
+    match. Run on rank 0 only."""
     best_value, best_epoch = _reselect(history, split, config.best_metric)
     epoch = int(ckpt["epoch"])
     kept = (torch.load(best_path, map_location="cpu", weights_only=True).get("epoch")
@@ -509,14 +517,11 @@ def _switch_best_metric(ckpt: dict[str, Any], history: Sequence[Mapping[str, flo
             f"{last_path}: best_metric {config.best_metric!r} picks epoch {best_epoch}, whose "
             f"net was not kept (best.pt holds epoch {kept}, last.pt epoch {epoch}); train "
             "anew to select by it")
-    if ctx.is_main:
-        if best_epoch == epoch:
-            atomic_save({"arch": config.arch, "stage": config.stage,
-                         "state_dict": {k: v.detach().cpu() for k, v in ckpt["model"].items()},
-                         "epoch": epoch, "metrics": dict(history[epoch])}, best_path)
-        ckpt["config"]["best_metric"] = config.best_metric
-        ckpt["best_value"], ckpt["best_epoch"] = best_value, best_epoch
-        atomic_save(ckpt, last_path)
+    if best_epoch == epoch:
+        atomic_save(_best_payload(config, ckpt["model"], epoch, history[epoch]), best_path)
+    ckpt["config"]["best_metric"] = config.best_metric
+    ckpt["best_value"], ckpt["best_epoch"] = best_value, best_epoch
+    atomic_save(ckpt, last_path)
     return best_value, best_epoch
 
 
@@ -595,8 +600,8 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
         best_value, best_epoch = ckpt["best_value"], int(ckpt["best_epoch"])
         history = [dict(r) for r in ckpt["history"]]
         if ckpt["config"].get("best_metric", "cls_loss") != config.best_metric:
-            best_value, best_epoch = _switch_best_metric(ckpt, history, split, config,
-                                                         last_path, best_path, ctx)
+            best_value, best_epoch = distributed.on_main(ctx, lambda: _switch_best_metric(
+                ckpt, history, split, config, last_path, best_path))
     # DDP averages the gradients of the ranks; files always hold the plain net's weights
     model: nn.Module = net
     if ctx.active:
@@ -646,10 +651,7 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
         if _is_better(value, best_value, config.best_metric):
             best_value, best_epoch = value, epoch
             if ctx.is_main:
-                atomic_save({"arch": config.arch, "stage": config.stage,
-                             "state_dict": {k: v.detach().cpu() for k, v
-                                            in net.state_dict().items()},
-                             "epoch": epoch, "metrics": dict(row)}, best_path)
+                atomic_save(_best_payload(config, net.state_dict(), epoch, row), best_path)
         if ctx.is_main:
             atomic_save({
                 "format": CHECKPOINT_FORMAT, "version": 1, "config": config.to_dict(),
