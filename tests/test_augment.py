@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,8 @@ from mtcnnkit.data.augment import (
     BatchAugment,
     adjust_colour,
     downscale,
+    erase,
+    erase_rects,
     mirror,
     mirror_box_targets,
     mirror_landmarks,
@@ -137,9 +141,68 @@ def test_downscale_can_spare_the_landmark_samples() -> None:
     assert changed[~is_lm].mean() > 0.3
 
 
+def test_erase_replaces_exactly_the_rectangle() -> None:
+    crops = np.zeros((3, 10, 10, 3), np.uint8)
+    noise = np.full_like(crops, 255)
+    rects = np.array([[2, 3, 4, 5], [0, 0, 10, 10], [7, 1, 0, 3]])  # last: w = 0, none
+    out = erase(crops, rects, noise)
+    expected = np.zeros_like(crops)
+    expected[0, 3:8, 2:6] = 255  # rows y .. y + h, columns x .. x + w
+    expected[1] = 255
+    np.testing.assert_array_equal(out, expected)
+    assert not crops.any()  # the input is not modified
+
+
+def test_erase_rects_lie_inside_the_crop_and_cover_the_asked_share() -> None:
+    size, n = 48, 4000
+    rects = erase_rects(np.random.default_rng(0), n, size, (0.05, 0.35))
+    x, y, w, h = rects.T
+    assert (x >= 0).all() and (y >= 0).all() and (w >= 1).all() and (h >= 1).all()
+    assert (x + w <= size).all() and (y + h <= size).all()
+    share = w * h / size**2
+    # rounding to pixels, and clipping of the long thin ones at the border, bend the bounds
+    assert np.quantile(share, 0.02) > 0.04 and np.quantile(share, 0.98) < 0.38
+    assert abs(share.mean() - 0.2) < 0.02
+    aspect = w / h
+    assert aspect.min() > 0.3 and aspect.max() < 3.5 and 0.9 < np.median(aspect) < 1.1
+    # positions spread over the crop: rectangles touch the left and the right border
+    assert (x == 0).mean() > 0.02 and (x + w == size).mean() > 0.02
+
+
+def test_batch_erase_changes_pixels_only_and_keeps_the_other_draws() -> None:
+    s = _samples(300, size=24)
+    s = dataclasses.replace(s, images=np.full_like(s.images, 128))
+    plain = BatchAugment(flip_p=0.5, jitter_p=0.5, downscale_p=0.5)(s, (4, 2))
+    erased = BatchAugment(flip_p=0.5, jitter_p=0.5, downscale_p=0.5, erase_p=0.4)(s, (4, 2))
+    np.testing.assert_array_equal(erased.boxes, plain.boxes)
+    np.testing.assert_array_equal(erased.landmarks, plain.landmarks)
+    np.testing.assert_array_equal(erased.labels, plain.labels)
+    noisy = (erased.images != plain.images).any(-1)  # (N, S, S): the erased pixels (flat crops)
+    hit = noisy.reshape(len(s.labels), -1).any(1)
+    assert 0.3 < hit.mean() < 0.5
+    # every class is erased alike, negatives too (an erased patch must not mean "face")
+    for label in (POSITIVE, NEGATIVE, LANDMARK):
+        assert 0.25 < hit[s.labels == label].mean() < 0.55
+    share = noisy[hit].reshape(hit.sum(), -1).mean(1)
+    assert share.min() > 0.03 and share.max() < 0.4
+    assert BatchAugment(flip_p=0.0, erase_p=0.2).active
+
+
+def test_erase_can_spare_the_landmark_samples() -> None:
+    s = _samples(300, size=24)
+    every = BatchAugment(flip_p=0.0, erase_p=0.5)(s, (3,))
+    spared = BatchAugment(flip_p=0.0, erase_p=0.5, erase_landmarks=False)(s, (3,))
+    is_lm = s.labels == LANDMARK
+    np.testing.assert_array_equal(spared.images[is_lm], s.images[is_lm])
+    assert (every.images[is_lm] != s.images[is_lm]).reshape(is_lm.sum(), -1).any(1).mean() > 0.3
+    np.testing.assert_array_equal(spared.images[~is_lm], every.images[~is_lm])
+
+
 @pytest.mark.parametrize("kwargs", [{"flip_p": 1.5}, {"jitter_p": -0.1}, {"brightness": 1.0},
                                     {"downscale_p": 1.2}, {"downscale_min": 0.0},
-                                    {"downscale_min": 1.5}])
+                                    {"downscale_min": 1.5}, {"erase_p": 1.5},
+                                    {"erase_min": 0.0}, {"erase_min": 0.5, "erase_max": 0.4},
+                                    {"erase_max": 1.5}])
 def test_bad_settings(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         BatchAugment(**kwargs)

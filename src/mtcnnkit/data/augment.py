@@ -61,6 +61,31 @@ def downscale(crops: np.ndarray, sides: np.ndarray) -> np.ndarray:
     return out
 
 
+def erase(crops: np.ndarray, rects: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Each ``(N, S, S, 3)`` crop with its rectangle ``rects[i] = (x, y, w, h)`` (pixels;
+    ``w`` or ``h`` 0: none) replaced by the same pixels of ``noise[i]``: an occluder the net
+    cannot read a face through (random erasing, Zhong et al. 2017)."""
+    out = crops.copy()
+    for i, (x, y, w, h) in enumerate(np.asarray(rects, dtype=int)):
+        if w > 0 and h > 0:
+            out[i, y:y + h, x:x + w] = noise[i, y:y + h, x:x + w]
+    return out
+
+
+def erase_rects(rng: np.random.Generator, n: int, size: int, area: tuple[float, float]
+                ) -> np.ndarray:
+    """``n`` rectangles ``(x, y, w, h)`` inside a ``size``-pixel square crop, each covering a
+    share of its area drawn from ``area`` with an aspect ratio (w / h) from 1/3 to 3
+    (log-uniform); always at least one pixel, at most the whole crop."""
+    share = rng.uniform(area[0], area[1], n)
+    aspect = np.exp(rng.uniform(np.log(1 / 3), np.log(3), n))
+    w = np.clip(np.rint(size * np.sqrt(share * aspect)), 1, size).astype(int)
+    h = np.clip(np.rint(size * np.sqrt(share / aspect)), 1, size).astype(int)
+    x = np.floor(rng.random(n) * (size - w + 1)).astype(int)
+    y = np.floor(rng.random(n) * (size - h + 1)).astype(int)
+    return np.stack([x, y, w, h], axis=1)
+
+
 def mirror(samples: Samples, flips: np.ndarray) -> Samples:
     """``samples`` with the crops selected by the boolean mask ``flips`` mirrored, their box
     targets and (landmark samples only) landmarks with them. Negatives carry zero box
@@ -83,7 +108,11 @@ class BatchAugment:
     ``1 +- brightness`` / ``1 +- contrast``); with probability ``downscale_p`` the crop is
     shrunk to a side drawn from ``downscale_min`` to 1 times its own and enlarged back
     (`downscale`: small and blurred faces); ``downscale_landmarks=False`` keeps the landmark
-    samples sharp (their draws are still made, so the other crops shrink as with it on).
+    samples sharp (their draws are still made, so the other crops shrink as with it on);
+    with probability ``erase_p`` a rectangle of ``erase_min`` to ``erase_max`` of the crop's
+    area is filled with uniform noise (`erase`: occluded faces; negatives too, so an erased
+    patch says nothing about the label), ``erase_landmarks=False`` sparing the landmark
+    samples likewise.
     Draws depend only on ``key`` (e.g. seed, epoch, batch number), so a resumed run sees the
     same batches; the draws of the options off by default come last, so they leave the other
     draws unchanged."""
@@ -95,9 +124,13 @@ class BatchAugment:
     downscale_p: float = 0.0
     downscale_min: float = 0.3
     downscale_landmarks: bool = True
+    erase_p: float = 0.0
+    erase_min: float = 0.05
+    erase_max: float = 0.35
+    erase_landmarks: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("flip_p", "jitter_p", "downscale_p"):
+        for name in ("flip_p", "jitter_p", "downscale_p", "erase_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("brightness", "contrast"):
@@ -105,10 +138,13 @@ class BatchAugment:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0.0 < self.downscale_min <= 1.0:
             raise ValueError(f"downscale_min must be in (0, 1], got {self.downscale_min}")
+        if not 0.0 < self.erase_min <= self.erase_max <= 1.0:
+            raise ValueError("erase_min and erase_max must satisfy 0 < erase_min <= erase_max"
+                             f" <= 1, got {self.erase_min} and {self.erase_max}")
 
     @property
     def active(self) -> bool:
-        return self.flip_p > 0 or self.jitter_p > 0 or self.downscale_p > 0
+        return self.flip_p > 0 or self.jitter_p > 0 or self.downscale_p > 0 or self.erase_p > 0
 
     def __call__(self, samples: Samples, key: tuple[int, ...]) -> Samples:
         n = len(samples.labels)
@@ -129,4 +165,13 @@ class BatchAugment:
             sides = np.where(shrink, np.maximum(sides, 1), size)
             if shrink.any():
                 samples = dataclasses.replace(samples, images=downscale(samples.images, sides))
+        if self.erase_p > 0:
+            size = samples.images.shape[1]
+            hit = rng.random(n) < self.erase_p
+            if not self.erase_landmarks:
+                hit &= samples.labels != LANDMARK
+            rects = erase_rects(rng, n, size, (self.erase_min, self.erase_max)) * hit[:, None]
+            noise = rng.integers(0, 256, samples.images.shape, dtype=np.uint8)
+            if hit.any():
+                samples = dataclasses.replace(samples, images=erase(samples.images, rects, noise))
         return mirror(samples, flips)
