@@ -1,4 +1,5 @@
-"""Photometric and mirror augmentation of packed samples (uint8 NHWC crops + targets).
+"""Augmentation of packed samples (uint8 NHWC crops + targets): mirror, colour jitter,
+downscaling, random erasing.
 
 Used twice: by :mod:`mtcnnkit.data.samples` when it writes landmark samples, and by the
 trainer on every training batch (:class:`BatchAugment`), so one flip convention serves both:
