@@ -20,6 +20,7 @@ from mtcnnkit.train.trainer import (
     batch_quotas,
     split_validation,
     train_stage,
+    with_feature_dropout,
 )
 from mtcnnkit.weights import is_net_file, load_net, load_weights, net_digest
 
@@ -129,7 +130,7 @@ def test_config_from_dict() -> None:
     for bad in ({"stagee": "pnet"}, {"stage": "pnet", "arch": "onet"},
                 {"optimizer": "lbfgs"}, {"schedule": "poly"}, {"batch_ratio": [0, 0, 0, 0]},
                 {"loss_weights": [1, 2]}, {"loss_weights": [0, 1, 1]},
-                {"loss_weights": [1, -1, 1]}):
+                {"loss_weights": [1, -1, 1]}, {"dropout": 1.0}, {"dropout": -0.1}):
         with pytest.raises(ValueError):
             TrainConfig.from_dict(bad)
     w = TrainConfig.from_dict({"stage": "rnet", "loss_weights": [1, 2, 0]})
@@ -228,6 +229,39 @@ def test_loss_weights_reach_the_training_loss(shards12: Path, tmp_path: Path) ->
                                                                         "box.weight")}
     assert moved["no_box"] == {"cls.weight": True, "box.weight": False}
     assert moved["paper"] == {"cls.weight": True, "box.weight": True}
+
+
+def test_feature_dropout_is_training_only_and_leaves_the_weights_alone() -> None:
+    torch.manual_seed(0)
+    plain = nets.create("onet")
+    dropped = with_feature_dropout(nets.create("onet"), 0.5)
+    dropped.load_state_dict(plain.state_dict())  # strict: the same keys, nothing added
+    assert dropped.state_dict().keys() == plain.state_dict().keys()
+    x = torch.rand(4, 3, 48, 48)
+    with torch.no_grad():
+        plain.eval(), dropped.eval()
+        for a, b in zip(plain(x), dropped(x), strict=True):
+            assert torch.equal(a, b)
+        dropped.train()
+        first, second = dropped(x)[0], dropped(x)[0]
+    assert not torch.equal(first, second)
+    untouched = nets.create("pnet")
+    assert with_feature_dropout(untouched, 0.0) is untouched
+    assert not any(isinstance(m, torch.nn.Dropout) for m in untouched.modules())
+    with pytest.raises(ValueError, match="body"):
+        with_feature_dropout(torch.nn.Linear(2, 2), 0.25)
+
+
+def test_dropout_changes_training_and_the_net_loads_as_its_arch(shards48: Path,
+                                                                tmp_path: Path) -> None:
+    states = {}
+    for p in (0.0, 0.5):
+        result = train_stage(small("onet", epochs=1, batch_size=28, dropout=p), shards48,
+                             None, tmp_path / str(p), echo=None)
+        states[p] = torch.load(result.best_path, weights_only=True)["state_dict"]
+        nets.create("onet").load_state_dict(states[p])
+        assert load_net(result.best_path, "onet")[0] == "onet"
+    assert not torch.equal(states[0.0]["cls.weight"], states[0.5]["cls.weight"])
 
 
 class Stop(Exception):

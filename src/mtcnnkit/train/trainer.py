@@ -107,6 +107,7 @@ class TrainConfig:
     regression: str = "smooth_l1"  # "smooth_l1" | "wing" | "l2"
     loss_weights: tuple[float, float, float] | None = None  # (cls, box, landmark); None: paper
     landmark_positives: bool = False  # landmark samples also train classification, as faces
+    dropout: float = 0.0  # on the features the heads read (training only; not in the weights)
     best_metric: str = "cls_loss"  # "cls_loss" (val, lower) | "cls_acc" (val, higher) | "last"
     seed: int = 0
     num_workers: int = 0
@@ -151,6 +152,8 @@ class TrainConfig:
                              f"landmark), not all 0; got {self.batch_ratio}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -359,6 +362,21 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def with_feature_dropout(net: nn.Module, p: float) -> nn.Module:
+    """``net`` with dropout of probability ``p`` appended to its ``body`` (the features its
+    heads read). Dropout has no parameters, so the state
+    dict and the architecture name stay those of ``net``; in eval mode it does nothing.
+    ``p == 0`` returns ``net`` unchanged."""
+    if p == 0:
+        return net
+    body = getattr(net, "body", None)
+    if not isinstance(body, nn.Sequential):
+        raise ValueError(f"dropout needs a net whose features come from an nn.Sequential "
+                         f"'body'; {type(net).__name__} has none")
+    body.append(nn.Dropout(p))
+    return net
+
+
 def _has_landmark_head(net: nn.Module, size: int) -> bool:
     with torch.no_grad():
         return len(net(torch.zeros(1, 3, size, size))) > 2
@@ -560,6 +578,7 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     net = nets.create(config.arch)  # type: ignore[arg-type]
+    net = with_feature_dropout(net, config.dropout)
     landmarks = _has_landmark_head(net, size)
     net.to(device).train()
     loss_fn = stage_loss(config.stage, config.ohem_ratio, config.regression,
