@@ -239,7 +239,8 @@ def test_feature_dropout_is_training_only_and_leaves_the_weights_alone() -> None
     assert dropped.state_dict().keys() == plain.state_dict().keys()
     x = torch.rand(4, 3, 48, 48)
     with torch.no_grad():
-        plain.eval(), dropped.eval()
+        plain.eval()
+        dropped.eval()
         for a, b in zip(plain(x), dropped(x), strict=True):
             assert torch.equal(a, b)
         dropped.train()

@@ -364,9 +364,8 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 def with_feature_dropout(net: nn.Module, p: float) -> nn.Module:
     """``net`` with dropout of probability ``p`` appended to its ``body`` (the features its
-    heads read). Dropout has no parameters, so the state
-    dict and the architecture name stay those of ``net``; in eval mode it does nothing.
-    ``p == 0`` returns ``net`` unchanged."""
+    heads read). Dropout has no parameters, so the state dict and the architecture name stay
+    those of ``net``; in eval mode it does nothing. ``p == 0`` returns ``net`` unchanged."""
     if p == 0:
         return net
     body = getattr(net, "body", None)
