@@ -191,6 +191,31 @@ def test_crop_scale_sets_the_side_of_positive_and_part_crops() -> None:
     assert SampleConfig(crop_scale=[0.6, 1.25]).fingerprint_fields()["crop_scale"] == (0.6, 1.25)
 
 
+def test_positive_iou_moves_the_positive_part_border() -> None:
+    face = np.array([[100.0, 100.0, 160.0, 200.0]])  # 60 x 100: a tall face (1.67x)
+    plans = {}
+    for threshold in (0.65, 0.5):
+        config = SampleConfig(size=48, negatives_random=0, negatives_near=0,
+                              positive_attempts=400, positive_iou=threshold)
+        plan = plan_detection_crops(face, np.ones(1, bool), 400, 400, config,
+                                    np.random.default_rng(0))
+        overlap = iou_numpy(face[0], plan.crops.astype(np.float64))
+        assert (overlap >= 0.4).all()
+        np.testing.assert_array_equal(plan.labels == 1, overlap >= threshold)
+        plans[threshold] = plan
+    # same draws, same crops: only the labels move
+    np.testing.assert_array_equal(plans[0.65].crops, plans[0.5].crops)
+    # a square around a face 1.67x taller than wide overlaps it at most 0.6: never a positive
+    # with the paper's 0.65, often one from 0.5
+    assert (plans[0.65].labels == 1).sum() == 0 < (plans[0.5].labels == 1).sum()
+    # the default keeps earlier shards' fingerprints; another value changes them
+    assert "positive_iou" not in SampleConfig().fingerprint_fields()
+    assert SampleConfig(positive_iou=0.5).fingerprint_fields()["positive_iou"] == 0.5
+    for bad in (0.4, 0.3, 1.01):
+        with pytest.raises(ValueError, match="positive_iou"):
+            SampleConfig(positive_iou=bad)
+
+
 def test_atypical_faces_get_their_own_number_of_attempts() -> None:
     # blur expression illumination invalid occlusion pose
     labels = np.array([[0, 0, 0, 0, 0, 0],    # typical

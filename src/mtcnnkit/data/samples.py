@@ -4,8 +4,11 @@ Rules (MTCNN data preparation, Zhang et al. 2016; IoU from :func:`mtcnnkit.detec
 continuous coordinates, crops are integer squares ``[x0, x0 + s) x [y0, y0 + s)``):
 
 * A crop is labelled by its largest IoU with *any* annotated face of the image: ``< 0.3``
-  negative (0), ``[0.4, 0.65)`` part face (-1), ``>= 0.65`` positive (1); candidates in
-  ``[0.3, 0.4)`` are dropped. Box targets refer to the face of largest IoU.
+  negative (0), ``[0.4, positive_iou)`` part face (-1), ``>= positive_iou`` positive (1)
+  (``positive_iou`` defaults to the paper's 0.65; a square crop around a face taller than
+  1.54x its width never reaches 0.65, so 0.5 lets such faces be positives); candidates in
+  ``[0.3, 0.4)`` are dropped. Box targets refer to the face of largest IoU. Landmark
+  samples always need 0.65.
 * Faces used as sources of positives, part faces and near-face negatives must be at least
   ``min_face`` px in width *and* height (default 12 for the 12 px net, 20 for 24/48 px:
   smaller faces are mostly blur at those resolutions) and, with ``skip_invalid``, not
@@ -118,6 +121,7 @@ class SampleConfig:
     # positive_attempts
     atypical_attributes: tuple[str, ...] = ATYPICAL_ATTRIBUTES  # WIDER attribute names
     crop_scale: tuple[float, float] = CROP_SCALE  # side range of those crops, x longest side
+    positive_iou: float = POSITIVE_IOU  # IoU from which such a crop is a positive (else part)
     negative_min_side: int = 12  # smallest negative square, px in the image
     min_face: int | None = None  # None: 12 for size 12, 20 otherwise (width and height)
     skip_invalid: bool = True  # WIDER "invalid" faces give no positives (still avoided)
@@ -160,6 +164,9 @@ class SampleConfig:
         if self.atypical_attempts is not None and self.atypical_attempts < 0:
             raise ValueError(f"SampleConfig.atypical_attempts must be >= 0 or None, got "
                              f"{self.atypical_attempts}")
+        if not PART_IOU < self.positive_iou <= 1.0:
+            raise ValueError(f"SampleConfig.positive_iou must lie in ({PART_IOU}, 1], got "
+                             f"{self.positive_iou}")
         if self.max_rotation < 0 or (self.min_face is not None and self.min_face < 1):
             raise ValueError("SampleConfig: max_rotation must be >= 0 and min_face >= 1")
 
@@ -178,6 +185,8 @@ class SampleConfig:
             del fields["crop_scale"]
         if self.atypical_attempts is None:  # likewise
             del fields["atypical_attempts"], fields["atypical_attributes"]
+        if self.positive_iou == POSITIVE_IOU:  # likewise
+            del fields["positive_iou"]
         return fields
 
 
@@ -315,7 +324,7 @@ def plan_detection_crops(boxes: np.ndarray, usable: np.ndarray, width: int, heig
         best, which = best_overlap(crops, faces)
         keep = best >= PART_IOU
         crops, best, which = crops[keep], best[keep], which[keep]
-        labels = np.where(best >= POSITIVE_IOU, POSITIVE, PART).astype(np.int8)
+        labels = np.where(best >= config.positive_iou, POSITIVE, PART).astype(np.int8)
         parts.append(CropPlan(crops, labels, _targets(crops, faces[which])))
 
     if not parts:
