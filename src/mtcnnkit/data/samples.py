@@ -6,7 +6,7 @@ continuous coordinates, crops are integer squares ``[x0, x0 + s) x [y0, y0 + s)`
 * A crop is labelled by its largest IoU with *any* annotated face of the image: ``< 0.3``
   negative (0), ``[0.4, positive_iou)`` part face (-1), ``>= positive_iou`` positive (1)
   (``positive_iou`` defaults to the paper's 0.65; a square crop around a face taller than
-  1.54x its width never reaches 0.65, so 0.5 lets such faces be positives); candidates in
+  1.61x its width never reaches 0.65, 0.5 lets faces up to 2.2x be positives); candidates in
   ``[0.3, 0.4)`` are dropped. Box targets refer to the face of largest IoU. Landmark
   samples always need 0.65.
 * Faces used as sources of positives, part faces and near-face negatives must be at least
