@@ -68,6 +68,7 @@ from .samples import (
     _open_journal,
     _targets,
     best_overlap,
+    check_positive_iou,
     cut_crops,
 )
 from .shards import NEGATIVE, PART, POSITIVE, Samples, ShardWriter, summary, write_json_atomic
@@ -98,9 +99,7 @@ class MiningConfig:
                 raise ValueError(f"MiningConfig.{name} must lie in [0, 1]")
         if self.min_face_size <= 0:
             raise ValueError("MiningConfig.min_face_size must be positive")
-        if not PART_IOU < self.positive_iou <= 1.0:
-            raise ValueError(f"MiningConfig.positive_iou must lie in ({PART_IOU}, 1], got "
-                             f"{self.positive_iou}")
+        check_positive_iou("MiningConfig", self.positive_iou)
         if self.max_negatives is not None and self.max_negatives < 0:
             raise ValueError("MiningConfig.max_negatives must be >= 0 or None")
         for name in ("batch_size", "samples_per_shard"):

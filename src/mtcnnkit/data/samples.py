@@ -108,6 +108,12 @@ JOURNAL = "done.json"
 SUMMARY = "summary.json"
 
 
+def check_positive_iou(owner: str, value: float) -> None:
+    """The positive / part-face border must lie above the part faces' lower bound."""
+    if not PART_IOU < value <= 1.0:
+        raise ValueError(f"{owner}.positive_iou must lie in ({PART_IOU}, 1], got {value}")
+
+
 @dataclass(frozen=True)
 class SampleConfig:
     """Settings of sample generation (see the module docstring for the rules)."""
@@ -164,9 +170,7 @@ class SampleConfig:
         if self.atypical_attempts is not None and self.atypical_attempts < 0:
             raise ValueError(f"SampleConfig.atypical_attempts must be >= 0 or None, got "
                              f"{self.atypical_attempts}")
-        if not PART_IOU < self.positive_iou <= 1.0:
-            raise ValueError(f"SampleConfig.positive_iou must lie in ({PART_IOU}, 1], got "
-                             f"{self.positive_iou}")
+        check_positive_iou("SampleConfig", self.positive_iou)
         if self.max_rotation < 0 or (self.min_face is not None and self.min_face < 1):
             raise ValueError("SampleConfig: max_rotation must be >= 0 and min_face >= 1")
 
