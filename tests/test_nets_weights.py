@@ -5,12 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import mtcnnkit.weights as weights_module
-from mtcnnkit import load_weights, nets
+from mtcnnkit import Detector, load_weights, nets
 from mtcnnkit.nets import ONet, PNet, RNet, available, create, register
 from mtcnnkit.reference import find_reference_dir
 from mtcnnkit.weights import CascadeNets, from_reference_layout, save_weights
@@ -49,6 +50,24 @@ def test_rnet_and_onet_batch_shapes() -> None:
     assert logits.shape == (7, 2)
     assert offsets.shape == (7, 4)
     assert landmarks.shape == (7, 10)
+
+
+def onet_parameters(c1: int, c2: int, c3: int, c4: int, features: int) -> int:
+    """ONet's parameter count from its layer widths, counted by hand: conv weights and
+    biases plus one PReLU slope per channel, then the dense layer and the three heads."""
+    convs = [(3, c1, 3), (c1, c2, 3), (c2, c3, 3), (c3, c4, 2)]
+    total = sum(cin * cout * k * k + 2 * cout for cin, cout, k in convs)
+    total += c4 * 3 * 3 * features + 2 * features
+    return total + (features + 1) * (2 + 4 + 10)
+
+
+def test_wide_onet_has_half_as_many_channels_again() -> None:
+    assert onet_parameters(32, 64, 64, 128, 256) == n_params(ONet())  # the counter is right
+    wide = create("onet_wide")
+    assert "onet_wide" in available("onet") and nets.stage_of("onet_wide") == "onet"
+    assert n_params(wide) == onet_parameters(48, 96, 96, 192, 384)
+    logits, offsets, landmarks = wide.eval()(torch.zeros(3, 3, 48, 48))
+    assert (logits.shape, offsets.shape, landmarks.shape) == ((3, 2), (3, 4), (3, 10))
 
 
 def test_face_probability_is_softmax_of_face_class() -> None:
@@ -158,6 +177,26 @@ def test_save_accepts_a_dict_of_modules(tmp_path: Path) -> None:
     modules = {s: original.stage(s) for s in nets.STAGES}
     loaded = load_weights(save_weights(modules, tmp_path / "w.pt"))
     assert_same_outputs(original, loaded)
+
+
+def test_a_wider_onet_round_trips_and_detects(tmp_path: Path) -> None:
+    original = random_cascade(2)
+    torch.manual_seed(2)
+    original.onet = create("onet_wide").eval()
+    path = save_weights(original, tmp_path / "wide.pt", archs={"onet": "onet_wide"})
+    assert torch.load(path, weights_only=True)["nets"]["onet"]["arch"] == "onet_wide"
+    loaded = load_weights(path)
+    assert n_params(loaded.onet) == n_params(create("onet_wide"))
+    assert_same_outputs(original, loaded)
+    # every net passes all: the detector's cascade runs the wide ONet through to faces
+    for stage in nets.STAGES:
+        head = loaded.stage(stage).cls
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor([-5.0, 5.0]))
+    faces = Detector(loaded, thresholds=(0.5, 0.5, 0.5)).detect(
+        np.zeros((60, 80, 3), dtype=np.uint8))
+    assert faces and all(len(f.landmarks) == 5 for f in faces)
 
 
 def test_directory_of_per_net_files(tmp_path: Path) -> None:
