@@ -186,8 +186,13 @@ def test_a_wider_onet_round_trips_and_detects(tmp_path: Path) -> None:
     path = save_weights(original, tmp_path / "wide.pt", archs={"onet": "onet_wide"})
     assert torch.load(path, weights_only=True)["nets"]["onet"]["arch"] == "onet_wide"
     loaded = load_weights(path)
+    assert loaded.archs == {"pnet": "pnet", "rnet": "rnet", "onet": "onet_wide"}
     assert n_params(loaded.onet) == n_params(create("onet_wide"))
     assert_same_outputs(original, loaded)
+    # a loaded cascade saved again keeps its architecture names without being told them
+    again = load_weights(save_weights(loaded, tmp_path / "again.pt"))
+    assert again.archs["onet"] == "onet_wide"
+    assert_same_outputs(original, again)
     # every net passes all: the detector's cascade runs the wide ONet through to faces
     for stage in nets.STAGES:
         head = loaded.stage(stage).cls

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -178,8 +179,8 @@ def _without_tf32(device: torch.device) -> Iterator[None]:
 def _for_device(nets: CascadeNets, device: torch.device) -> CascadeNets:
     """The nets laid out for fast inference on ``device`` (same weights and outputs)."""
     if device.type == "cpu":
-        return CascadeNets(for_cpu(nets.pnet), for_cpu(nets.rnet), for_cpu(nets.onet),
-                           nets.source, nets.meta)
+        return dataclasses.replace(nets, pnet=for_cpu(nets.pnet), rnet=for_cpu(nets.rnet),
+                                   onet=for_cpu(nets.onet))
     for net in (nets.pnet, nets.rnet, nets.onet):
         net.to(device=device, memory_format=torch.channels_last)
     return nets

@@ -30,13 +30,14 @@ FORMAT = "mtcnnkit-weights"
 
 @dataclass
 class CascadeNets:
-    """The three nets of a cascade, in eval mode, plus where they came from."""
+    """The three nets of a cascade, in eval mode, plus where they came from and what they are."""
 
     pnet: nn.Module
     rnet: nn.Module
     onet: nn.Module
     source: str
     meta: dict = field(default_factory=dict)
+    archs: dict[str, str] = field(default_factory=dict)  # stage -> registry name (default: stage)
 
     def to(self, device: torch.device | str) -> CascadeNets:
         for net in (self.pnet, self.rnet, self.onet):
@@ -54,7 +55,7 @@ def load_weights(weights: str | os.PathLike = "default", device: str | torch.dev
     path = _resolve(weights)
     entries, meta = _entries(path)
     loaded = CascadeNets(**{s: _build(s, *entries[s]) for s in nets.STAGES}, source=str(path),
-                         meta=meta)
+                         meta=meta, archs={s: entries[s][0] for s in nets.STAGES})
     for net in (loaded.pnet, loaded.rnet, loaded.onet):
         net.eval().requires_grad_(False)
     return loaded.to(device)
@@ -117,10 +118,13 @@ def atomic_save(obj: object, path: str | os.PathLike) -> Path:
 def save_weights(cascade: CascadeNets | dict[str, nn.Module], path: str | os.PathLike,
                  archs: dict[str, str] | None = None, meta: dict | None = None) -> Path:
     """Write an mtcnnkit weights file atomically. ``archs`` maps stage -> registry name
-    (default: the stage name, i.e. the original architectures)."""
-    modules = ({s: cascade.stage(s) for s in nets.STAGES} if isinstance(cascade, CascadeNets)
-               else cascade)
-    archs = archs or {}
+    (default: the names a loaded cascade carries, else the stage name, i.e. the original
+    architectures)."""
+    if isinstance(cascade, CascadeNets):
+        modules = {s: cascade.stage(s) for s in nets.STAGES}
+        archs = {**cascade.archs, **(archs or {})}
+    else:
+        modules, archs = cascade, archs or {}
     payload = {
         "format": FORMAT,
         "version": 1,
