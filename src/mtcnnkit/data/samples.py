@@ -56,6 +56,8 @@ Workers are started by a ``forkserver`` (``spawn`` where there is none), never b
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -534,8 +536,27 @@ def _map_in_order(worker: Callable[[SampleConfig, Item], Samples], config: Sampl
             yield from map(function, items)
         return
     chunk = max(1, min(16, len(items) // (workers * 8)))
-    with _context().Pool(workers, initializer=_init_worker) as pool:
-        yield from pool.imap(function, items, chunksize=chunk)
+    # Not multiprocessing.Pool: its terminate() can hang for good when the consumer stops
+    # early (a kill, Ctrl-C) while results wait in its pipe (CPython issue 96995). Here at
+    # most two chunks per worker are queued; stopping cancels them and waits only for the
+    # chunks already running.
+    queued: collections.deque[concurrent.futures.Future[list[Samples]]] = collections.deque()
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_context(),
+                                                initializer=_init_worker) as pool:
+        try:
+            for start in range(0, len(items), chunk):
+                queued.append(pool.submit(_map_chunk, function, items[start:start + chunk]))
+                if len(queued) >= 2 * workers:
+                    yield from queued.popleft().result()
+            while queued:
+                yield from queued.popleft().result()
+        finally:
+            for future in queued:
+                future.cancel()
+
+
+def _map_chunk(function: Callable[[Any], Samples], chunk: Sequence[Any]) -> list[Samples]:
+    return [function(item) for item in chunk]
 
 
 @contextlib.contextmanager
