@@ -143,7 +143,7 @@ class ONet(nn.Module):
 
 @register("onet_wide", "onet")
 def onet_wide() -> ONet:
-    """ONet with 1.5x the channels and features: about 2.2x the multiply-adds."""
+    """ONet with 1.5x the channels and features: about 2.1x the multiply-adds."""
     return ONet(channels=(48, 96, 96, 192), features=384)
 
 
