@@ -204,6 +204,28 @@ def test_a_wider_onet_round_trips_and_detects(tmp_path: Path) -> None:
     assert faces and all(len(f.landmarks) == 5 for f in faces)
 
 
+def test_subnormal_weights_are_zeroed(tmp_path: Path) -> None:
+    tiny = torch.finfo(torch.float32).tiny  # the smallest normal float32
+    rnet = create("rnet")
+    with torch.no_grad():
+        rnet.body[0].weight.view(-1)[:4] = torch.tensor([tiny / 4, -tiny / 1000, tiny, -1e-30])
+    before = {k: v.clone() for k, v in rnet.state_dict().items()}
+    path = tmp_path / "rnet.pt"
+    torch.save({"arch": "rnet", "state_dict": before}, path)
+    # loading zeroes exactly the subnormal values; normal ones, however small, stay
+    _, loaded = weights_module.load_net(path, "rnet")
+    first = loaded.body[0].weight.view(-1)[:4].tolist()
+    assert first == [0.0, 0.0, tiny, pytest.approx(-1e-30, rel=1e-6)]
+    for key, value in loaded.state_dict().items():
+        expected = before[key].clone()
+        if key == "body.0.weight":
+            expected.view(-1)[:2] = 0
+        assert torch.equal(value, expected), key
+    # the in-place helper reports how many it zeroed
+    assert nets.zero_subnormals_(rnet) == 2
+    assert nets.zero_subnormals_(rnet) == 0
+
+
 def test_directory_of_per_net_files(tmp_path: Path) -> None:
     original = random_cascade(2)
     for stage in nets.STAGES:

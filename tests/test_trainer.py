@@ -231,6 +231,27 @@ def test_loss_weights_reach_the_training_loss(shards12: Path, tmp_path: Path) ->
     assert moved["paper"] == {"cls.weight": True, "box.weight": True}
 
 
+def test_trained_nets_hold_no_subnormal_values(shards12: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # a PNet whose box head starts with subnormal weights; with box weight 0 and no weight
+    # decay nothing else would change them (previous test), so the trainer's flush must
+    tiny = torch.finfo(torch.float32).tiny
+
+    def pnet_with_subnormals() -> nets.PNet:
+        net = nets.PNet()
+        with torch.no_grad():
+            net.box.weight.view(-1)[:3] = torch.tensor([tiny / 8, -tiny / 2, tiny * 2])
+        return net
+
+    monkeypatch.setitem(nets._REGISTRY, "pnet_subnormal", ("pnet", pnet_with_subnormals))
+    result = train_stage(small("pnet", arch="pnet_subnormal", epochs=1, weight_decay=0.0,
+                               loss_weights=[1.0, 0.0, 0.0]), shards12, None, tmp_path,
+                         echo=None)
+    for state in (torch.load(result.last_path, weights_only=True)["model"],
+                  torch.load(result.best_path, weights_only=True)["state_dict"]):
+        assert state["box.weight"].view(-1)[:3].tolist() == [0.0, 0.0, tiny * 2]
+
+
 def test_feature_dropout_is_training_only_and_leaves_the_weights_alone() -> None:
     torch.manual_seed(0)
     plain = nets.create("onet")

@@ -154,3 +154,26 @@ def face_probability(cls_logits: Tensor) -> Tensor:
 
 def parameter_count(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
+
+
+def zero_subnormals_(net: nn.Module) -> int:
+    """Set the subnormal values of a net's floating-point parameters and buffers (nonzero but
+    below the dtype's smallest normal number, about 1.2e-38 for float32) to zero, in place, and
+    return how many there were.
+
+    Weight decay leaves the weights of channels that stopped learning drifting towards zero
+    until they are subnormal. On x86 CPUs an arithmetic operation with a subnormal operand
+    takes a slow path: trained RNets with a few thousand such weights made the whole cascade
+    over 2x slower on an Intel Xeon. Zero differs from them by less than 1.2e-38.
+    """
+    count = 0
+    with torch.no_grad():
+        for tensor in (*net.parameters(), *net.buffers()):
+            if not tensor.is_floating_point():
+                continue
+            subnormal = (tensor != 0) & (tensor.abs() < torch.finfo(tensor.dtype).tiny)
+            n = int(subnormal.sum())
+            if n:
+                tensor.masked_fill_(subnormal, 0)
+                count += n
+    return count

@@ -652,6 +652,7 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
                 progress(done, total_batches)
         seconds = time.perf_counter() - t0
         scheduler.step()
+        nets.zero_subnormals_(net)  # weight decay makes them; they slow every CPU user down
         distributed.reduce_metrics(ctx, train_metrics)
 
         row: dict[str, float] = {"epoch": float(epoch), "lr": float(lr)}

@@ -176,6 +176,7 @@ def _build(stage: nets.Stage, arch: str, state_dict: dict[str, Tensor], origin: 
         net.load_state_dict(state_dict)
     except RuntimeError as e:
         raise ValueError(f"{origin}: weights do not fit architecture {arch!r}: {e}") from e
+    nets.zero_subnormals_(net)  # files trained before the trainer flushed them still have some
     return net
 
 
