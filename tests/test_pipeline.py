@@ -142,7 +142,7 @@ def test_assemble_keeps_each_nets_architecture(tmp_path: Path,
     pipeline.assemble(run)
     saved = torch.load(run.out_dir / pipeline.WEIGHTS_FILE, weights_only=True)
     assert {s: saved["nets"][s]["arch"] for s in nets.STAGES} == {
-        "pnet": "pnet_variant", "rnet": "rnet", "onet": "onet"}
+        "pnet": "pnet_variant", "rnet": "rnet", "onet": "onet_wide"}
 
 
 def test_cli_rejects_bad_given_nets(tmp_path: Path) -> None:

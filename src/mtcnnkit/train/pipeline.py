@@ -121,8 +121,8 @@ class RNetStageConfig:
 @dataclass
 class ONetStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        stage="onet", epochs=48, batch_size=256, batches_per_epoch=200, lr=1e-3,
-        batch_ratio=(2, 1, 1, 2), regression="wing", landmark_positives=True))
+        stage="onet", arch="onet_wide", epochs=48, batch_size=256, batches_per_epoch=200,
+        lr=1e-3, batch_ratio=(2, 1, 1, 2), regression="wing", landmark_positives=True))
     mining: MiningConfig = field(default_factory=lambda: MiningConfig(
         stage="onet", pnet_threshold=0.6, rnet_threshold=0.6, min_face_size=20.0,
         max_negatives=60, positive_iou=0.5))
