@@ -29,6 +29,7 @@ def test_separable_pool_equals_torch_ceil_mode_pool(n, c, h, w, kernel, seed) ->
     ("pnet", (2, 3, 17, 23)),  # small map: native pool
     ("rnet", (5, 3, 24, 24)),
     ("onet", (4, 3, 48, 48)),
+    ("rnet_wide", (5, 3, 24, 24)),
     ("onet_wide", (4, 3, 48, 48)),
 ])
 def test_for_cpu_gives_the_same_outputs(arch: str, shape: tuple[int, ...]) -> None:

@@ -70,6 +70,23 @@ def test_wide_onet_has_half_as_many_channels_again() -> None:
     assert (logits.shape, offsets.shape, landmarks.shape) == ((3, 2), (3, 4), (3, 10))
 
 
+def rnet_parameters(c1: int, c2: int, c3: int, features: int) -> int:
+    """RNet's parameter count from its layer widths, counted as for ONet above."""
+    convs = [(3, c1, 3), (c1, c2, 3), (c2, c3, 2)]
+    total = sum(cin * cout * k * k + 2 * cout for cin, cout, k in convs)
+    total += c3 * 3 * 3 * features + 2 * features
+    return total + (features + 1) * (2 + 4)
+
+
+def test_wide_rnet_has_half_as_many_channels_again() -> None:
+    assert rnet_parameters(28, 48, 64, 128) == n_params(RNet())  # the counter is right
+    wide = create("rnet_wide")
+    assert "rnet_wide" in available("rnet") and nets.stage_of("rnet_wide") == "rnet"
+    assert n_params(wide) == rnet_parameters(42, 72, 96, 192)
+    logits, offsets = wide.eval()(torch.zeros(3, 3, 24, 24))
+    assert (logits.shape, offsets.shape) == ((3, 2), (3, 4))
+
+
 def test_face_probability_is_softmax_of_face_class() -> None:
     logits = torch.tensor([[0.0, 0.0], [0.0, 2.0], [3.0, -1.0]])
     expected = [0.5, 1 / (1 + torch.e**-2), 1 / (1 + torch.e**4)]
