@@ -28,9 +28,10 @@ What is measured
   stages (NMS, box arithmetic, normalisation, tensor conversions, Python).
 * **Counts**: PNet candidates (boxes entering RNet), RNet survivors (entering ONet), faces.
 * **Own weights** (unless ``--no-own-weights``): ``Detector(min_face_size=20)`` with mtcnnkit's
-  shipped weights, timed in the same interleaved rounds and instrumented runs (a third row and
-  column). Not part of the agreement check: other weights find other faces and pass other
-  numbers of candidates, which is what sets their speed.
+  shipped weights (or the weights file ``--own-weights PATH``, e.g. earlier shipped ones),
+  timed in the same interleaved rounds and instrumented runs (a third row and column). Not
+  part of the agreement check: other weights find other faces and pass other numbers of
+  candidates, which is what sets their speed.
 * ``--cuda-batch`` (only when CUDA is available): images/s for a batch of 32 frames of mixed
   sizes (t1 resized to 32 distinct seeded random sizes between 320x240 and 1280x960) through one
   ``Detector(device="cuda").detect(list)`` call, vs facenet-pytorch batched. facenet only
@@ -438,7 +439,7 @@ def markdown(meta: dict, results: list[dict], cuda: dict | None, cuda_note: str 
     ]
     if meta.get("own_weights"):
         out.append(f"- {OWN_LABEL}: `Detector(min_face_size={MIN_FACE})` with mtcnnkit's "
-                   f"shipped weights ({meta['own_weights']}), timed in the same interleaved "
+                   f"weights ({meta['own_weights']}), timed in the same interleaved "
                    "rounds; not in the agreement check (other weights, other faces)")
     for r in results:
         n = r["threads"]
@@ -534,6 +535,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="instrumented runs per pipeline for per-stage times (default: 10)")
     p.add_argument("--no-own-weights", action="store_true",
                    help="do not also time mtcnnkit with its own shipped weights")
+    p.add_argument("--own-weights", type=Path, default=BUNDLED_FILE,
+                   help="the own weights to time: an mtcnnkit weights file (default: the "
+                   "shipped mtcnnkit.pt)")
     p.add_argument("--image", type=Path,
                    help="use this image instead of insightface 2.1's t1.jpg")
     p.add_argument("--no-resize", action="store_true",
@@ -567,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = check_same_weights(weights_dir, mtcnn_module)
     detector = Detector(weights=weights_dir, min_face_size=MIN_FACE)
     mtcnn = mtcnn_module.MTCNN(keep_all=True, device="cpu", min_face_size=MIN_FACE)
-    own = None if args.no_own_weights else Detector(min_face_size=MIN_FACE)
+    own = None if args.no_own_weights else Detector(args.own_weights, min_face_size=MIN_FACE)
     pil = Image.fromarray(image)
 
     meta = {
@@ -576,7 +580,8 @@ def main(argv: list[str] | None = None) -> int:
         "image_size": f"{image.shape[1]}×{image.shape[0]}", "weights": weights,
         "warmup": args.warmup, "repeats": args.repeats, "stage_runs": args.stage_runs,
         "cuda_repeats": args.cuda_repeats, "seed": args.seed,
-        "own_weights": None if own is None else f"mtcnnkit.pt {sha256(BUNDLED_FILE)[:12]}",
+        "own_weights": None if own is None else (
+            f"{args.own_weights.name} {sha256(args.own_weights)[:12]}"),
     }
     results = [bench_threads(n, args, detector, mtcnn, mtcnn_module, image, pil, own)
                for n in args.threads]
