@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from mtcnnkit import Detector
 
@@ -50,3 +51,11 @@ def reference_weights_dir() -> Path:
 def reference_detector(reference_weights_dir: Path) -> Detector:
     """A default-settings detector with the original weights. Do not mutate it."""
     return Detector(weights=reference_weights_dir)
+
+
+@pytest.fixture(autouse=True)
+def _subnormals_kept() -> None:
+    """The CLI makes its process flush subnormal floats to zero; tests that run it in-process
+    must not pass that on to the next test (on this thread, where small tensors compute)."""
+    yield
+    torch.set_flush_denormal(False)

@@ -370,3 +370,15 @@ def test_annotate_is_pure_and_scales() -> None:
     assert line >= 2 * 10  # both vertical edges, each well over 1 px thick
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         annotate(np.zeros((10, 10), np.uint8), [face])
+
+
+def test_the_cli_flushes_subnormal_floats_to_zero() -> None:
+    import torch
+
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU has no flush-to-zero mode")
+    tiny = torch.finfo(torch.float32).tiny
+    assert (torch.tensor([tiny]) / 4).item() == pytest.approx(tiny / 4)  # kept by default
+    result = CliRunner().invoke(app, ["detect", "--help"])
+    assert result.exit_code == 0
+    assert (torch.tensor([tiny]) / 4).item() == 0.0

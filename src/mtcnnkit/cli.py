@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import torch
 import typer
 from PIL import Image
 from rich.console import Console
@@ -84,6 +85,11 @@ def main(
 ) -> None:
     """MTCNN face detection: find faces and their 5 landmarks in images."""
     keep_freed_memory()  # this process is ours: spare the kernel re-zeroing big tensors
+    # ... and its float arithmetic: subnormal numbers count as zero, before torch starts its
+    # threads (they inherit the setting). Late in training, weight decay leaves weights, Adam
+    # moments and gradients subnormal, and each operation on one takes a slow path on x86
+    # (RNet epochs 16 -> 32 s on an Intel Xeon; docs/BENCHMARKS.md)
+    torch.set_flush_denormal(True)
 
 
 # ---------------------------------------------------------------- option checks
