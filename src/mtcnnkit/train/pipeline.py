@@ -100,8 +100,8 @@ def _crop_samples() -> SampleConfig:
 @dataclass
 class PNetStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        stage="pnet", epochs=60, batch_size=384, batches_per_epoch=300, lr=1e-3,
-        batch_ratio=(3, 1, 1, 1), landmark_positives=True))
+        stage="pnet", epochs=240, batch_size=384, batches_per_epoch=300, lr=1e-3,
+        batch_ratio=(3, 1, 1, 1), loss_weights=(1.0, 1.0, 0.5), landmark_positives=True))
     samples: SampleConfig = field(default_factory=_pnet_samples)
     landmarks: SampleConfig = field(default_factory=_landmark_samples)
 
