@@ -198,6 +198,17 @@ def test_erase_can_spare_the_landmark_samples() -> None:
     np.testing.assert_array_equal(spared.images[~is_lm], every.images[~is_lm])
 
 
+def test_jitter_can_spare_the_landmark_samples() -> None:
+    s = _samples(300, size=24)
+    every = BatchAugment(flip_p=0.0, jitter_p=0.5)(s, (4,))
+    spared = BatchAugment(flip_p=0.0, jitter_p=0.5, jitter_landmarks=False)(s, (4,))
+    is_lm = s.labels == LANDMARK
+    np.testing.assert_array_equal(spared.images[is_lm], s.images[is_lm])
+    assert (every.images[is_lm] != s.images[is_lm]).reshape(is_lm.sum(), -1).any(1).mean() > 0.3
+    # the other crops get the very same factors as with the landmark samples jittered
+    np.testing.assert_array_equal(spared.images[~is_lm], every.images[~is_lm])
+
+
 @pytest.mark.parametrize("kwargs", [{"flip_p": 1.5}, {"jitter_p": -0.1}, {"brightness": 1.0},
                                     {"downscale_p": 1.2}, {"downscale_min": 0.0},
                                     {"downscale_min": 1.5}, {"erase_p": 1.5},

@@ -106,7 +106,8 @@ def mirror(samples: Samples, flips: np.ndarray) -> Samples:
 class BatchAugment:
     """Random augmentation of training batches: horizontal flip with probability ``flip_p``;
     colour jitter with probability ``jitter_p`` (brightness and contrast factors drawn from
-    ``1 +- brightness`` / ``1 +- contrast``); with probability ``downscale_p`` the crop is
+    ``1 +- brightness`` / ``1 +- contrast``; ``jitter_landmarks=False`` leaves the landmark
+    samples' colours alone, their draws still made); with probability ``downscale_p`` the crop is
     shrunk to a side drawn from ``downscale_min`` to 1 times its own and enlarged back
     (`downscale`: small and blurred faces); ``downscale_landmarks=False`` keeps the landmark
     samples sharp (their draws are still made, so the other crops shrink as with it on);
@@ -122,6 +123,7 @@ class BatchAugment:
     jitter_p: float = 0.0
     brightness: float = 0.2
     contrast: float = 0.2
+    jitter_landmarks: bool = True
     downscale_p: float = 0.0
     downscale_min: float = 0.3
     downscale_landmarks: bool = True
@@ -152,6 +154,8 @@ class BatchAugment:
         rng = np.random.default_rng(list(key))
         flips = rng.random(n) < self.flip_p
         jitter = rng.random(n) < self.jitter_p
+        if not self.jitter_landmarks:
+            jitter &= samples.labels != LANDMARK
         bright = np.where(jitter, 1 + rng.uniform(-self.brightness, self.brightness, n), 1.0)
         contrast = np.where(jitter, 1 + rng.uniform(-self.contrast, self.contrast, n), 1.0)
         if jitter.any():
