@@ -188,24 +188,16 @@ def test_batch_erase_changes_pixels_only_and_keeps_the_other_draws() -> None:
     assert BatchAugment(flip_p=0.0, erase_p=0.2).active
 
 
-def test_erase_can_spare_the_landmark_samples() -> None:
+@pytest.mark.parametrize("option, spare", [("erase_p", "erase_landmarks"),
+                                           ("jitter_p", "jitter_landmarks")])
+def test_option_can_spare_the_landmark_samples(option: str, spare: str) -> None:
     s = _samples(300, size=24)
-    every = BatchAugment(flip_p=0.0, erase_p=0.5)(s, (3,))
-    spared = BatchAugment(flip_p=0.0, erase_p=0.5, erase_landmarks=False)(s, (3,))
+    every = BatchAugment(flip_p=0.0, **{option: 0.5})(s, (3,))
+    spared = BatchAugment(flip_p=0.0, **{option: 0.5, spare: False})(s, (3,))
     is_lm = s.labels == LANDMARK
     np.testing.assert_array_equal(spared.images[is_lm], s.images[is_lm])
     assert (every.images[is_lm] != s.images[is_lm]).reshape(is_lm.sum(), -1).any(1).mean() > 0.3
-    np.testing.assert_array_equal(spared.images[~is_lm], every.images[~is_lm])
-
-
-def test_jitter_can_spare_the_landmark_samples() -> None:
-    s = _samples(300, size=24)
-    every = BatchAugment(flip_p=0.0, jitter_p=0.5)(s, (4,))
-    spared = BatchAugment(flip_p=0.0, jitter_p=0.5, jitter_landmarks=False)(s, (4,))
-    is_lm = s.labels == LANDMARK
-    np.testing.assert_array_equal(spared.images[is_lm], s.images[is_lm])
-    assert (every.images[is_lm] != s.images[is_lm]).reshape(is_lm.sum(), -1).any(1).mean() > 0.3
-    # the other crops get the very same factors as with the landmark samples jittered
+    # the other crops get the very same draws as with the landmark samples included
     np.testing.assert_array_equal(spared.images[~is_lm], every.images[~is_lm])
 
 
