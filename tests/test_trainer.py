@@ -130,7 +130,8 @@ def test_config_from_dict() -> None:
     for bad in ({"stagee": "pnet"}, {"stage": "pnet", "arch": "onet"},
                 {"optimizer": "lbfgs"}, {"schedule": "poly"}, {"batch_ratio": [0, 0, 0, 0]},
                 {"loss_weights": [1, 2]}, {"loss_weights": [0, 1, 1]},
-                {"loss_weights": [1, -1, 1]}, {"dropout": 1.0}, {"dropout": -0.1}):
+                {"loss_weights": [1, -1, 1]}, {"dropout": 1.0}, {"dropout": -0.1},
+                {"ema_decay": 1.0}, {"ema_decay": -0.1}):
         with pytest.raises(ValueError):
             TrainConfig.from_dict(bad)
     w = TrainConfig.from_dict({"stage": "rnet", "loss_weights": [1, 2, 0]})
@@ -290,10 +291,12 @@ class Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_resume_is_exact(shards12: Path, tmp_path: Path, optimizer: str) -> None:
+@pytest.mark.parametrize("optimizer, ema_decay", [("adam", 0.0), ("sgd", 0.9)])
+def test_resume_is_exact(shards12: Path, tmp_path: Path, optimizer: str,
+                         ema_decay: float) -> None:
     schedule = "step" if optimizer == "sgd" else "cosine"
-    config = small("pnet", epochs=2, optimizer=optimizer, schedule=schedule, step_epochs=1)
+    config = small("pnet", epochs=2, optimizer=optimizer, schedule=schedule, step_epochs=1,
+                   ema_decay=ema_decay)
     whole = train_stage(config, shards12, None, tmp_path / "whole", echo=None)
     per_epoch = len(BalancedBatchSampler(np.zeros(240), (1, 0, 0, 0), 35))
 
@@ -310,6 +313,10 @@ def test_resume_is_exact(shards12: Path, tmp_path: Path, optimizer: str) -> None
     b = torch.load(resumed.last_path, weights_only=True)
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
+    if ema_decay:
+        assert a["ema"]["updates"] == b["ema"]["updates"] == 2 * per_epoch
+        for k, v in a["ema"]["net"].items():
+            assert torch.equal(v, b["ema"]["net"][k]), k
     assert a["history"][1]["val_cls_loss"] == b["history"][1]["val_cls_loss"]
     # a finished run resumes to a no-op; other settings are refused
     again = train_stage(config, shards12, None, tmp_path / "split", resume=True, echo=None)
@@ -382,6 +389,32 @@ def test_best_metric_can_change_on_resume_when_its_net_was_kept(shards12: Path,
             with pytest.raises(ValueError, match="picks epoch 0, whose net was not kept"):
                 train_stage(small("pnet", epochs=3), shards12, None, tmp_path, resume=True,
                             echo=None)
+
+
+def test_ema_is_what_is_validated_and_kept_and_leaves_training_alone(
+        shards12: Path, tmp_path: Path) -> None:
+    plain = train_stage(small("pnet", epochs=3), shards12, None, tmp_path / "plain", echo=None)
+    averaged = train_stage(small("pnet", epochs=3, ema_decay=0.9), shards12, None,
+                           tmp_path / "ema", echo=None)
+    a = torch.load(plain.last_path, weights_only=True)
+    b = torch.load(averaged.last_path, weights_only=True)
+    assert a["ema"] is None
+    for name, tensor in a["model"].items():  # the same training trajectory
+        assert torch.equal(tensor, b["model"][name]), name
+    # the val metrics are the average's: different figures, the train ones identical
+    assert [r["train_cls_loss"] for r in plain.history] == [
+        r["train_cls_loss"] for r in averaged.history]
+    assert [r["val_cls_loss"] for r in plain.history] != [
+        r["val_cls_loss"] for r in averaged.history]
+    # switching to the final epoch keeps the average's net in best.pt, not the raw one
+    switched = train_stage(small("pnet", epochs=3, ema_decay=0.9, best_metric="last"),
+                           shards12, None, tmp_path / "ema", resume=True, echo=None)
+    assert switched.best_epoch == 2
+    best = torch.load(switched.best_path, weights_only=True)
+    assert any(not torch.equal(t, b["model"][n]) for n, t in best["state_dict"].items())
+    for name, tensor in b["ema"]["net"].items():
+        assert torch.equal(best["state_dict"][name], tensor), name
+    assert load_net(switched.best_path, "pnet")[0] == "pnet"
 
 
 def test_size_mismatch_is_refused(shards48: Path, tmp_path: Path) -> None:

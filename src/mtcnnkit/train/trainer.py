@@ -20,6 +20,11 @@ accuracy (``best_metric="cls_acc"``), or simply the final epoch (``best_metric="
 ``best.pt`` then holds the net the schedule ends with; its reported value is that epoch's
 val cls loss). Without validation samples the train metric is used.
 
+With ``ema_decay`` > 0 an exponential moving average of the weights
+(:class:`~mtcnnkit.train.ema.WeightAverage`, updated after every step) is what the val metrics
+measure and what ``best.pt`` holds; training itself is unchanged (the same seed gives the
+same trajectory), and ``last.pt`` keeps both nets.
+
 Training batches come from :class:`BalancedBatchSampler` (neg:pos:part:landmark = 3:1:1:2 by
 default; the landmark share is dropped for nets without a landmark head). The train metrics
 are those of the training batches (OHEM loss, balanced sampling); val metrics are computed on
@@ -77,6 +82,7 @@ from ..data.shards import LANDMARK, NEGATIVE, PART, POSITIVE, ShardDataset, to_b
 from ..weights import CHECKPOINT_FORMAT, atomic_save
 from . import distributed
 from .distributed import DistContext
+from .ema import WeightAverage
 from .losses import MultiTaskLoss, classification_mask, stage_loss
 from .metrics import EpochMetrics, plot_metrics, write_csv
 
@@ -108,6 +114,7 @@ class TrainConfig:
     loss_weights: tuple[float, float, float] | None = None  # (cls, box, landmark); None: paper
     landmark_positives: bool = False  # landmark samples also train classification, as faces
     dropout: float = 0.0  # on the features the heads read (training only; not in the weights)
+    ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights
     best_metric: str = "cls_loss"  # "cls_loss" (val, lower) | "cls_acc" (val, higher) | "last"
     seed: int = 0
     num_workers: int = 0
@@ -154,6 +161,8 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -535,7 +544,8 @@ def _switch_best_metric(ckpt: dict[str, Any], history: Sequence[Mapping[str, flo
             f"net was not kept (best.pt holds epoch {kept}, last.pt epoch {epoch}); train "
             "anew to select by it")
     if best_epoch == epoch:
-        atomic_save(_best_payload(config, ckpt["model"], epoch, history[epoch]), best_path)
+        kept_net = ckpt["ema"]["net"] if ckpt.get("ema") else ckpt["model"]
+        atomic_save(_best_payload(config, kept_net, epoch, history[epoch]), best_path)
     ckpt["config"]["best_metric"] = config.best_metric
     ckpt["best_value"], ckpt["best_epoch"] = best_value, best_epoch
     atomic_save(ckpt, last_path)
@@ -586,6 +596,8 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
     optimizer = _make_optimizer(config, net)
     scheduler = _make_scheduler(config, optimizer)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    average = WeightAverage(net, config.ema_decay) if config.ema_decay > 0 else None
+    scored = net if average is None else average.net  # the net validated and kept as best
 
     ratio = list(config.batch_ratio)
     if not (landmarks or config.landmark_positives):
@@ -614,6 +626,8 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
         if use_amp and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"])
+        if average is not None:
+            average.load_state_dict(ckpt["ema"])
         start_epoch = int(ckpt["epoch"]) + 1
         best_value, best_epoch = ckpt["best_value"], int(ckpt["best_epoch"])
         history = [dict(r) for r in ckpt["history"]]
@@ -646,6 +660,8 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
             scaler.scale(total).backward()
             scaler.step(optimizer)
             scaler.update()
+            if average is not None:
+                average.update(net)
             train_metrics.update(parts, outputs[0].detach(), labels)
             done += 1
             if progress is not None and ctx.is_main:
@@ -653,11 +669,13 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
         seconds = time.perf_counter() - t0
         scheduler.step()
         nets.zero_subnormals_(net)  # weight decay makes them; they slow every CPU user down
+        if average is not None:
+            nets.zero_subnormals_(average.net)
         distributed.reduce_metrics(ctx, train_metrics)
 
         row: dict[str, float] = {"epoch": float(epoch), "lr": float(lr)}
         row.update(train_metrics.as_row("train_"))
-        row.update(_validate(net, val_data, val_idx, val_loss_fn, config.batch_size, device,
+        row.update(_validate(scored, val_data, val_idx, val_loss_fn, config.batch_size, device,
                              ctx))
         row["seconds"] = seconds
         row["samples_per_s"] = train_metrics.n_samples / seconds if seconds > 0 else math.nan
@@ -670,7 +688,7 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
         if _is_better(value, best_value, config.best_metric):
             best_value, best_epoch = value, epoch
             if ctx.is_main:
-                atomic_save(_best_payload(config, net.state_dict(), epoch, row), best_path)
+                atomic_save(_best_payload(config, scored.state_dict(), epoch, row), best_path)
         if ctx.is_main:
             atomic_save({
                 "format": CHECKPOINT_FORMAT, "version": 1, "config": config.to_dict(),
@@ -678,6 +696,7 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
                 "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if use_amp else {},
+                "ema": average.state_dict() if average is not None else None,
                 "rng": _rng_state(), "best_value": best_value, "best_epoch": best_epoch,
                 "history": history,
             }, last_path)
