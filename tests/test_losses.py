@@ -58,6 +58,32 @@ def test_ohem_ratio_one_is_plain_cross_entropy() -> None:
     assert parts.cls.item() == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-6)
 
 
+def test_face_weight_scales_face_losses_before_ohem_ranks_them() -> None:
+    # per-sample losses: face 0.3, background 0.5, face 0.2, background 0.1 (as logits)
+    p = torch.tensor([0.3, 0.5, 0.2, 0.1])
+    labels = torch.tensor([1, 0, -2, 0])
+    correct = torch.exp(-p)  # probability of each sample's true class
+    face_p = torch.where(labels != 0, correct, 1 - correct)
+    logits = torch.stack([torch.zeros(4), torch.log(face_p / (1 - face_p))], 1)
+    logits.requires_grad_(True)
+    zero = torch.zeros(4, 4), torch.zeros(4, 10)
+    plain = MultiTaskLoss(1.0, 0.0, 0.0, ohem_ratio=0.5, landmark_positives=True)
+    weighted = MultiTaskLoss(1.0, 0.0, 0.0, ohem_ratio=0.5, landmark_positives=True,
+                             face_weight=3.0)
+    # plain OHEM keeps the two largest: 0.5 (background) and 0.3 (face)
+    assert plain((logits, zero[0]), labels, *zero).cls.item() == pytest.approx(0.4, rel=1e-5)
+    # weighted: faces 0.9 and 0.6 outrank the background's 0.5
+    parts = weighted((logits, zero[0]), labels, *zero)
+    assert parts.cls.item() == pytest.approx(0.75, rel=1e-5)
+    parts.total.backward()
+    assert (logits.grad.abs().sum(1) > 0).tolist() == [True, False, True, False]
+    assert MultiTaskLoss(face_weight=1.0).face_weight == 1.0
+    assert stage_loss("onet", face_weight=2.0).face_weight == 2.0
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="face_weight"):
+            MultiTaskLoss(face_weight=bad)
+
+
 def test_masks_per_task() -> None:
     # labels: pos, neg, part, landmark
     labels = torch.tensor([1, 0, -1, -2])

@@ -131,7 +131,7 @@ def test_config_from_dict() -> None:
                 {"optimizer": "lbfgs"}, {"schedule": "poly"}, {"batch_ratio": [0, 0, 0, 0]},
                 {"loss_weights": [1, 2]}, {"loss_weights": [0, 1, 1]},
                 {"loss_weights": [1, -1, 1]}, {"dropout": 1.0}, {"dropout": -0.1},
-                {"ema_decay": 1.0}, {"ema_decay": -0.1}):
+                {"ema_decay": 1.0}, {"ema_decay": -0.1}, {"face_weight": 0}):
         with pytest.raises(ValueError):
             TrainConfig.from_dict(bad)
     w = TrainConfig.from_dict({"stage": "rnet", "loss_weights": [1, 2, 0]})

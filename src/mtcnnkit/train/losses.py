@@ -7,6 +7,8 @@ Sample labels (see :mod:`mtcnnkit.data.shards`): 1 positive, 0 negative, -1 part
   the landmark samples too, as faces (they are cut like positives: IoU >= 0.65 with their
   face); per-sample cross-entropy with online hard example mining (OHEM): only the
   ``ceil(ohem_ratio * n)`` largest losses are kept and averaged, the rest get no gradient;
+  ``face_weight`` scales the losses of the face targets before OHEM ranks them (1: plain
+  cross-entropy; above 1 a net that favours recall over precision);
 * box regression: positives and part faces (labels 1, -1);
 * landmark regression: landmark samples (label -2), only for nets with a landmark head.
 
@@ -111,10 +113,13 @@ class MultiTaskLoss(nn.Module):
 
     def __init__(self, cls_weight: float = 1.0, box_weight: float = 0.5,
                  landmark_weight: float = 0.5, ohem_ratio: float = 0.7,
-                 regression: str = "smooth_l1", landmark_positives: bool = False) -> None:
+                 regression: str = "smooth_l1", landmark_positives: bool = False,
+                 face_weight: float = 1.0) -> None:
         super().__init__()
         if not 0.0 < ohem_ratio <= 1.0:
             raise ValueError(f"ohem_ratio must be in (0, 1], got {ohem_ratio}")
+        if not face_weight > 0:
+            raise ValueError(f"face_weight must be > 0, got {face_weight}")
         if regression not in REGRESSIONS:
             raise ValueError(f"unknown regression loss {regression!r}; expected one of "
                              f"{REGRESSIONS}")
@@ -124,6 +129,7 @@ class MultiTaskLoss(nn.Module):
         self.ohem_ratio = float(ohem_ratio)
         self.regression = regression
         self.landmark_positives = bool(landmark_positives)
+        self.face_weight = float(face_weight)
 
     def classification(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, int]:
         mask = classification_mask(labels, self.landmark_positives)
@@ -132,6 +138,8 @@ class MultiTaskLoss(nn.Module):
             return logits.new_zeros(()), 0
         targets = (labels[mask] != NEGATIVE).long()  # 1 for positives (and landmark faces)
         per_sample = F.cross_entropy(logits[mask].float(), targets, reduction="none")
+        if self.face_weight != 1.0:
+            per_sample = per_sample * torch.where(targets == 1, self.face_weight, 1.0)
         k = ohem_count(n, self.ohem_ratio)
         kept = per_sample if k == n else torch.topk(per_sample, k, sorted=False).values
         return kept.mean(), n
@@ -165,12 +173,13 @@ class MultiTaskLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"weights=({self.cls_weight}, {self.box_weight}, {self.landmark_weight}), "
                 f"ohem_ratio={self.ohem_ratio}, regression={self.regression!r}, "
-                f"landmark_positives={self.landmark_positives}")
+                f"landmark_positives={self.landmark_positives}, face_weight={self.face_weight}")
 
 
 def stage_loss(stage: str, ohem_ratio: float = 0.7, regression: str = "smooth_l1",
                landmark_positives: bool = False,
-               weights: Sequence[float] | None = None) -> MultiTaskLoss:
+               weights: Sequence[float] | None = None,
+               face_weight: float = 1.0) -> MultiTaskLoss:
     """The loss for ``stage`` ("pnet", "rnet" or "onet") with the given ``(cls, box,
     landmark)`` weights, or the paper's for the stage when ``weights`` is None."""
     if stage not in STAGE_WEIGHTS:
@@ -180,4 +189,4 @@ def stage_loss(stage: str, ohem_ratio: float = 0.7, regression: str = "smooth_l1
     elif len(weights) != 3:
         raise ValueError(f"weights: expected (cls, box, landmark), got {tuple(weights)}")
     return MultiTaskLoss(*weights, ohem_ratio=ohem_ratio, regression=regression,
-                         landmark_positives=landmark_positives)
+                         landmark_positives=landmark_positives, face_weight=face_weight)

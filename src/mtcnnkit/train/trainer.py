@@ -113,6 +113,8 @@ class TrainConfig:
     regression: str = "smooth_l1"  # "smooth_l1" | "wing" | "l2"
     loss_weights: tuple[float, float, float] | None = None  # (cls, box, landmark); None: paper
     landmark_positives: bool = False  # landmark samples also train classification, as faces
+    face_weight: float = 1.0  # training loss of face targets x this (> 1 favours recall);
+    #                           the validation losses stay unweighted
     dropout: float = 0.0  # on the features the heads read (training only; not in the weights)
     ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights
     best_metric: str = "cls_loss"  # "cls_loss" (val, lower) | "cls_acc" (val, higher) | "last"
@@ -163,6 +165,8 @@ class TrainConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
+        if not self.face_weight > 0:
+            raise ValueError(f"face_weight must be > 0, got {self.face_weight}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -591,7 +595,7 @@ def _train(config: TrainConfig, train_root: str | os.PathLike[str],
     landmarks = _has_landmark_head(net, size)
     net.to(device).train()
     loss_fn = stage_loss(config.stage, config.ohem_ratio, config.regression,
-                         config.landmark_positives, config.loss_weights)
+                         config.landmark_positives, config.loss_weights, config.face_weight)
     val_loss_fn = stage_loss(config.stage, 1.0, config.regression, weights=config.loss_weights)
     optimizer = _make_optimizer(config, net)
     scheduler = _make_scheduler(config, optimizer)
