@@ -123,7 +123,9 @@ class RNetStageConfig:
 class ONetStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         stage="onet", arch="onet_wide", epochs=48, batch_size=256, batches_per_epoch=200,
-        lr=1e-3, batch_ratio=(2, 1, 1, 2), regression="wing", landmark_positives=True,
+        lr=1e-3, batch_ratio=(2, 1, 1, 2), regression="wing",
+        loss_weights=(1.0, 1.0, 1.0),  # box weight 1 (runs 62, 66, 70)
+        landmark_positives=True,
         augment=BatchAugment(jitter_p=0.5)))  # colour jitter (runs 53, 56, 57)
     mining: MiningConfig = field(default_factory=lambda: MiningConfig(
         stage="onet", pnet_threshold=0.6, rnet_threshold=0.6, min_face_size=20.0,
